@@ -1,0 +1,174 @@
+"""Numba kernels of the patch experts (small, module-level, arrays only).
+
+Layouts follow OpenFace: a window position (x, y) of a (w, w) response has
+the linear index ``x * w + y`` (column-major); an 11x11 support patch is
+flattened column-major too (``xx * 11 + yy``) after a leading bias entry 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def _normalise_row(row, n):
+    """Contrast-normalise row[1:n+1] in place (zero mean, unit L2 norm)."""
+    s = np.float32(0.0)
+    for t in range(1, n + 1):
+        s += row[t]
+    mean = s / np.float32(n)
+    sq = np.float32(0.0)
+    for t in range(1, n + 1):
+        v = row[t] - mean
+        row[t] = v
+        sq += v * v
+    norm = np.float32(np.sqrt(sq))
+    if norm == 0:
+        norm = np.float32(1.0)
+    inv = np.float32(1.0 / norm)
+    for t in range(1, n + 1):
+        row[t] *= inv
+
+
+@njit(cache=True, nogil=True)
+def im2col_contrast_norm(areas, support, sparse):
+    """im2col with per-window contrast normalisation and a leading bias 1.
+
+    Parameters
+    ----------
+    areas : (k, A, A) float32
+    support : int (11)
+    sparse : bool
+        True: keep only positions with odd linear index (CEN's sparse
+        evaluation), False: every position (CCNF).
+
+    Returns
+    -------
+    (k, P, support*support + 1) float32 with P = w*w or (w*w - 1) // 2,
+    w = A - support + 1.
+    """
+    k, A, _ = areas.shape
+    w = A - support + 1
+    n = support * support
+    P = (w * w - 1) // 2 if sparse else w * w
+    out = np.empty((k, P, n + 1), dtype=np.float32)
+    for item in range(k):
+        row_idx = 0
+        lin = 0
+        for x in range(w):
+            for y in range(w):
+                keep = (lin % 2 == 1) if sparse else True
+                lin += 1
+                if not keep:
+                    continue
+                row = out[item, row_idx]
+                row[0] = np.float32(1.0)
+                for yy in range(support):
+                    for xx in range(support):
+                        row[1 + xx * support + yy] = areas[item, y + yy, x + xx]
+                _normalise_row(row, n)
+                row_idx += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def sparse_to_dense(values, w):
+    """Fill a (w, w) map from CEN's sparse evaluation.
+
+    Parameters
+    ----------
+    values : (k, P) float32, responses at odd linear indices, in order
+    w : int
+
+    Returns
+    -------
+    (k, w, w) float32 indexed [row y, column x]: evaluated entries copied,
+    the others the mean of their in-window 4-neighbours.
+    """
+    k = values.shape[0]
+    out = np.empty((k, w, w), dtype=np.float32)
+    for item in range(k):
+        for x in range(w):
+            for y in range(w):
+                lin = x * w + y
+                if lin % 2 == 1:
+                    out[item, y, x] = values[item, lin // 2]
+                    continue
+                cnt = 0
+                if x - 1 >= 0:
+                    cnt += 1
+                if y - 1 >= 0:
+                    cnt += 1
+                if x + 1 < w:
+                    cnt += 1
+                if y + 1 < w:
+                    cnt += 1
+                inv = np.float32(1.0 / cnt)
+                acc = np.float32(0.0)
+                if x - 1 >= 0:
+                    acc += values[item, ((x - 1) * w + y) // 2] * inv
+                if y - 1 >= 0:
+                    acc += values[item, (x * w + y - 1) // 2] * inv
+                if x + 1 < w:
+                    acc += values[item, ((x + 1) * w + y) // 2] * inv
+                if y + 1 < w:
+                    acc += values[item, (x * w + y + 1) // 2] * inv
+                out[item, y, x] = acc
+    return out
+
+
+@njit(cache=True, nogil=True)
+def sigmoid_inplace(a):
+    """a <- 1 / (1 + exp(-a)), float32, any shape (flattened view)."""
+    flat = a.reshape(-1)
+    for i in range(flat.size):
+        flat[i] = np.float32(1.0) / (np.float32(1.0) + np.exp(-flat[i]))
+
+
+@njit(cache=True, nogil=True)
+def relu_inplace(a):
+    """a <- max(a, 0), float32."""
+    flat = a.reshape(-1)
+    for i in range(flat.size):
+        if flat[i] < 0:
+            flat[i] = np.float32(0.0)
+
+
+@njit(cache=True, nogil=True)
+def ccnf_neuron_sum(z, alpha2, w):
+    """Sum of CCNF neurons, arranged as a row-major (y, x) response.
+
+    Parameters
+    ----------
+    z : (k, w*w, K) float32, neuron pre-activations, position index x*w+y
+    alpha2 : (k, K) float64, 2*alpha (0 for neurons OpenFace skips)
+    w : int
+
+    Returns
+    -------
+    (k, w*w) float32, entry y*w + x = sum_j alpha2_j * sigmoid(z_j)
+    """
+    k, P, K = z.shape
+    out = np.zeros((k, P), dtype=np.float32)
+    for item in range(k):
+        for x in range(w):
+            for y in range(w):
+                acc = np.float32(0.0)
+                for j in range(K):
+                    a = alpha2[item, j]
+                    if a == 0.0:
+                        continue
+                    acc += np.float32(a / (1.0 + np.exp(-np.float64(z[item, x * w + y, j]))))
+                out[item, y * w + x] = acc
+    return out
+
+
+@njit(cache=True, nogil=True)
+def shift_min_to_zero(r):
+    """For each (w, w) map of r (k, w, w): subtract the minimum if it is negative."""
+    k = r.shape[0]
+    for item in range(k):
+        m = r[item].min()
+        if m < 0:
+            r[item] -= m

@@ -1,0 +1,44 @@
+"""The Numba backend: portable reference implementation on any CPU."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+
+from . import _kernels
+from ._array_backend import ArrayBackend
+
+_NUMBA_KERNELS = types.SimpleNamespace(
+    im2col=_kernels.im2col_contrast_norm,
+    sparse_to_dense=_kernels.sparse_to_dense,
+    sigmoid_inplace=_kernels.sigmoid_inplace,
+    relu_inplace=_kernels.relu_inplace,
+    ccnf_neuron_sum=_kernels.ccnf_neuron_sum,
+    shift_min_to_zero=_kernels.shift_min_to_zero,
+)
+
+
+class NumbaBackend(ArrayBackend):
+    """CEN and CCNF on the CPU: Numba-JIT im2col/normalisation/activation
+    kernels, BLAS (through NumPy) for the matrix products."""
+
+    name = "numba"
+    kernels = _NUMBA_KERNELS
+
+    def prepare(self) -> None:
+        """Compile (or load from Numba's cache) every kernel once."""
+        warm_up()
+
+
+def warm_up() -> None:
+    """JIT-compile the patch-expert kernels on tiny inputs (excluded from timings)."""
+    areas = np.zeros((1, 13, 13), np.float32)
+    for sparse in (True, False):
+        _kernels.im2col_contrast_norm(areas, 11, sparse)
+    _kernels.sparse_to_dense(np.zeros((1, 4), np.float32), 3)
+    a = np.zeros((1, 2, 2), np.float32)
+    _kernels.sigmoid_inplace(a)
+    _kernels.relu_inplace(a)
+    _kernels.ccnf_neuron_sum(np.zeros((1, 9, 2), np.float32), np.zeros((1, 2)), 3)
+    _kernels.shift_min_to_zero(np.zeros((1, 3, 3), np.float32))

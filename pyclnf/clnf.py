@@ -1,0 +1,174 @@
+"""The public detector: :class:`CLNF`.
+
+Coordinates are OpenFace's: landmarks are (68, 2) arrays of ``(x, y)`` in
+0-based pixels (pixel (0, 0) has its centre at (0.0, 0.0)); boxes are
+``(x, y, width, height)`` in pixels; angles are radians.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from .backends import PatchExpertBackend, get_backend_class, select_best_backend
+from .backends.numba_backend import NumbaBackend
+from .config import MAIN_DESCRIPTORS, FitSettings, settings_for
+from .fitting.landmark_model import LandmarkModel
+from .fitting.loader import build_landmark_model
+from .image import check_image, to_gray_uint8
+from .models import find_model_dir
+from .pose import Camera, HeadPose, default_camera, head_pose
+
+
+def _check_box(bbox, shape):
+    try:
+        box = np.asarray(bbox, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(f"bbox must be (x, y, width, height) numbers, got {bbox!r}") from None
+    if box.size != 4:
+        raise ValueError(f"bbox must have 4 values (x, y, width, height), got {box.size}")
+    if not np.all(np.isfinite(box)):
+        raise ValueError(f"bbox has NaN or infinite values: {box.tolist()}")
+    x, y, w, h = box
+    if w <= 0 or h <= 0:
+        raise ValueError(f"bbox width and height must be positive, got {w:g} x {h:g}")
+    H, W = shape[:2]
+    if x >= W or y >= H or x + w <= 0 or y + h <= 0:
+        raise ValueError(f"bbox {box.tolist()} lies outside the {W}x{H} image")
+    return tuple(float(np.float32(v)) for v in box)
+
+
+class CLNF:
+    """OpenFace 2.2 facial landmark detector (CE-CLM or CLNF).
+
+    Parameters
+    ----------
+    model_dir : str or Path, optional
+        OpenFace model folder; default ``$PYCLNF_MODEL_DIR`` or the per-user
+        folder ``pyclnf models install`` fills.
+    model : {"ceclm", "clnf"}
+        CE-CLM (CEN experts, OpenFace's default) or CLNF (CCNF experts).
+    backend : str or PatchExpertBackend
+        ``"auto"`` (:func:`pyclnf.backends.select_best_backend`), a backend
+        name (``"numba"``, ``"numpy"``, ``"onnx"``, ``"coreml"``) or an
+        unbound backend object.
+    settings : {"default", "wild"} or FitSettings
+        OpenFace's image/video defaults or its ``-wild`` settings.
+    validate : bool
+        Load and run OpenFace's detection validator (``info["confidence"]``).
+
+    Examples
+    --------
+    >>> det = CLNF(model="ceclm")                        # doctest: +SKIP
+    >>> landmarks, info = det.fit(image, (x, y, w, h))   # doctest: +SKIP
+    """
+
+    def __init__(self, model_dir=None, model: str = "ceclm",
+                 backend: Union[str, PatchExpertBackend] = "auto",
+                 settings: Union[str, FitSettings] = "default", validate: bool = True):
+        if model not in MAIN_DESCRIPTORS:
+            raise ValueError(f"model must be one of {sorted(MAIN_DESCRIPTORS)}, got {model!r}")
+        self.model_name = model
+        self.model_dir = find_model_dir(model_dir, required=(MAIN_DESCRIPTORS[model],))
+        if isinstance(settings, FitSettings):
+            self.settings = settings
+        else:
+            self.settings = settings_for(model, settings)
+        self.backend_name, make_backend = self._resolve_backend(backend)
+        self.model: LandmarkModel = build_landmark_model(
+            self.model_dir / MAIN_DESCRIPTORS[model], make_backend, load_validator=validate,
+            part_backend=NumbaBackend)
+        self._detector = None
+        self._warm = False
+
+    @staticmethod
+    def _resolve_backend(backend):
+        if isinstance(backend, PatchExpertBackend):
+            obj = backend
+            return obj.name, lambda: obj
+        if isinstance(backend, type) and issubclass(backend, PatchExpertBackend):
+            return backend.name, backend
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a name or a PatchExpertBackend, got {type(backend).__name__}")
+        name = select_best_backend() if backend == "auto" else backend
+        cls = get_backend_class(name)
+        return cls.name, cls
+
+    @property
+    def backend(self) -> PatchExpertBackend:
+        """The main model's patch-expert backend."""
+        return self.model.backend
+
+    def prepare(self) -> None:
+        """Compile the Numba kernels now instead of on the first fit."""
+        from .backends.numba_backend import warm_up
+        from .fitting import _meanshift_kernels as ms
+        from ._warp_kernels import warp_patches
+        warm_up()
+        warp_patches(np.zeros((4, 4), np.float32), np.zeros((1, 2, 3)), 2, np.zeros(1, np.bool_))
+        r = np.zeros((1, 3, 3), np.float32)
+        v = np.ones(1, np.bool_)
+        d = np.zeros(1, np.float32)
+        ms.kde_mean_shift(r, d, d, v, np.float32(-0.5))
+        ms.landmark_likelihoods(r, d, d, v, np.float32(1.0))
+        self.backend.prepare()
+        self._warm = True
+
+    # --- fitting --------------------------------------------------------------
+    def fit(self, image: np.ndarray, bbox, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):
+        """Fit the 68 landmarks inside a face box.
+
+        Parameters
+        ----------
+        image : (H, W), (H, W, 3) BGR or (H, W, 4) BGRA ndarray
+            uint8, uint16, or float in [0, 1].
+        bbox : (x, y, width, height)
+            Face box in pixels; OpenFace fits the mean shape's extent into it.
+        settings : FitSettings, optional
+            Overrides the detector's settings for this call.
+        camera : Camera, optional
+            Intrinsics for the head pose (default: OpenFace's guess).
+
+        Returns
+        -------
+        landmarks : (68, 2) ndarray of float64
+            ``(x, y)`` in 0-based pixels.
+        info : dict
+            ``success`` (validator certainty above 0.725, or fit finished when
+            not validating), ``confidence`` (validator certainty), ``converged``
+            (the last RLMS phase met OpenFace's 0.01 px tolerance),
+            ``iterations`` (RLMS updates over all scales and phases),
+            ``likelihood``, ``params`` ((40,) float32: scale, rx, ry, rz, tx,
+            ty, then 34 shape coefficients), ``params_global``, ``params_local``,
+            ``view`` (index of the patch-expert view used), ``pose``
+            (:class:`~pyclnf.pose.HeadPose`: Tx, Ty, Tz mm; Rx, Ry, Rz rad).
+        """
+        image = check_image(image)
+        box = _check_box(bbox, image.shape)
+        gray = to_gray_uint8(image)
+        s = self.settings if settings is None else settings
+        self.model.reset()
+        self.model.stats_reset()
+        self.model.fit_box(gray, box, s)
+        return self._result(gray.shape, camera)
+
+    def _result(self, shape, camera):
+        st = self.model.state
+        cam = camera if camera is not None else default_camera(shape[1], shape[0])
+        pose = head_pose(self.model.pdm, st.params_global, st.params_local, st.landmarks, cam)
+        info = {
+            "success": bool(st.detection_success),
+            "confidence": float(st.detection_certainty),
+            "converged": bool(self.model.stats["converged"]),
+            "iterations": int(self.model.stats["iterations"]),
+            "likelihood": float(st.model_likelihood),
+            "params": np.concatenate([st.params_global, st.params_local]).astype(np.float32),
+            "params_global": st.params_global.copy(),
+            "params_local": st.params_local.copy(),
+            "view": int(st.view),
+            "pose": pose,
+        }
+        return st.landmarks.astype(np.float64), info

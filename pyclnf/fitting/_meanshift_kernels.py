@@ -1,0 +1,95 @@
+"""Numba kernels of the regularised landmark mean shift (RLMS)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+STEP = np.float32(0.1)
+
+
+@njit(cache=True, nogil=True)
+def kde_mean_shift(responses, dxs, dys, visible, a):
+    """Mean shift of each landmark over its response map (OpenFace's
+    ``NonVectorisedMeanShift_precalc_kde``).
+
+    Parameters
+    ----------
+    responses : (n, w, w) float32, [row y, column x]
+    dxs, dys : (n,) float32, current position in response-map pixels
+    visible : (n,) bool
+    a : float32, -0.5 / sigma**2
+
+    Returns
+    -------
+    (n, 2) float32 shifts (x, y) in response-map pixels; 0 for invisible.
+
+    Notes
+    -----
+    The position is clamped to [0, w - 0.1] and the Gaussian's centre snapped
+    to a 0.1 pixel grid, as OpenFace's precomputed KDE table does; the shift
+    is measured from the clamped, unsnapped position.
+    """
+    n, w, _ = responses.shape
+    out = np.zeros((n, 2), dtype=np.float32)
+    step = np.float32(0.1)
+    upper = np.float32(w) - step
+    for i in range(n):
+        if not visible[i]:
+            continue
+        dx = dxs[i]
+        dy = dys[i]
+        if dx < 0:
+            dx = np.float32(0.0)
+        if dy < 0:
+            dy = np.float32(0.0)
+        if dx > upper:
+            dx = upper
+        if dy > upper:
+            dy = upper
+        col = int(np.float64(dy / step) + 0.5)
+        row = int(np.float64(dx / step) + 0.5)
+        gx = np.float32(row) * step   # snapped x
+        gy = np.float32(col) * step   # snapped y
+        mx = np.float32(0.0)
+        my = np.float32(0.0)
+        s = np.float32(0.0)
+        for ii in range(w):
+            vx = (gy - np.float32(ii)) * (gy - np.float32(ii))
+            for jj in range(w):
+                vy = (gx - np.float32(jj)) * (gx - np.float32(jj))
+                k = np.float32(math.exp(np.float32(a * (vx + vy))))
+                v = responses[i, ii, jj] * k
+                s += v
+                mx += v * np.float32(jj)
+                my += v * np.float32(ii)
+        out[i, 0] = mx / s - dx
+        out[i, 1] = my / s - dy
+    return out
+
+
+@njit(cache=True, nogil=True)
+def landmark_likelihoods(responses, dxs, dys, visible, sigma):
+    """Per-landmark likelihood ``sum(response * exp(-0.5 d^2 / sigma^2))``
+    at the unclamped positions (dxs, dys); -1e8 for invisible landmarks.
+
+    Returns (n,) float32.
+    """
+    n, w, _ = responses.shape
+    out = np.full(n, np.float32(-1e8), dtype=np.float32)
+    s2 = np.float64(np.float32(sigma) * np.float32(sigma))
+    for i in range(n):
+        if not visible[i]:
+            continue
+        dx = dxs[i]
+        dy = dys[i]
+        s = np.float32(0.0)
+        for ii in range(w):
+            vx = (dy - np.float32(ii)) * (dy - np.float32(ii))
+            for jj in range(w):
+                vy = (dx - np.float32(jj)) * (dx - np.float32(jj))
+                s += np.float32(responses[i, ii, jj] * math.exp(-0.5 * np.float64(np.float32(vx + vy)) / s2))
+        out[i] = s
+    return out

@@ -1,0 +1,45 @@
+"""Build a :class:`LandmarkModel` (with its parts) from an OpenFace main descriptor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..config import part_settings
+from ..models.descriptor import read_main_descriptor
+from ..patch_experts import PatchExpertSet
+from ..pdm import PDM
+from .landmark_model import LandmarkModel, Part
+
+
+def build_landmark_model(main_path, make_backend: Callable, load_validator: bool = True,
+                         part_backend: Optional[Callable] = None) -> LandmarkModel:
+    """Read a ``main_*.txt`` descriptor and everything it names.
+
+    Parameters
+    ----------
+    main_path : path of the main descriptor
+    make_backend : callable() -> PatchExpertBackend (unbound) for the main model
+    load_validator : read the detection validator the descriptor names
+    part_backend : callable for the part models (default: ``make_backend``)
+    """
+    main_path = Path(main_path)
+    desc = read_main_descriptor(main_path)
+    part_backend = part_backend or make_backend
+    parts = []
+    for pd in desc.parts:
+        sub = read_main_descriptor(pd.main_path)
+        sub_model = LandmarkModel(PDM.from_file(sub.detector.pdm),
+                                  experts := PatchExpertSet.from_descriptor(sub.detector),
+                                  part_backend().bind(experts))
+        mapping = np.array(pd.mapping, dtype=np.int64).reshape(-1, 2)
+        parts.append(Part(pd.name, sub_model, mapping, part_settings(pd.name)))
+    experts = PatchExpertSet.from_descriptor(desc.detector)
+    validator = None
+    if load_validator and desc.validator is not None:
+        from ..validator import DetectionValidator
+        validator = DetectionValidator.from_file(desc.validator)
+    return LandmarkModel(PDM.from_file(desc.detector.pdm), experts, make_backend().bind(experts),
+                         parts, validator)

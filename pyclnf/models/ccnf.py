@@ -1,0 +1,200 @@
+"""OpenFace CCNF patch-expert files (``ccnf_patches_*.txt``, binary despite the name).
+
+Layout (little-endian)::
+
+    float64 patch_scaling; int32 n_views
+    n_views x matrix   view centres (3x1, degrees: pitch, yaw, roll)
+    n_views x matrix   visibilities (n_points x 1, int32)
+    int32 n_windows
+    n_windows x { int32 window_size; int32 n_components; n_components x matrix (w*w x w*w) }
+    n_views x n_points x expert
+
+    expert  = int32 5; int32 width; int32 height; int32 n_neurons
+              if n_neurons == 0: int32 (ignored) -- an empty expert
+              else: n_neurons x neuron; n_betas x float64 beta; float64 confidence
+    neuron  = int32 2; int32 neuron_type; float64 norm_weights; float64 bias;
+              float64 alpha; matrix weights (height x width)
+
+``n_betas`` is the component count of the first window (0 when there are no
+windows with components).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+
+from ._binary import BinaryReader, BinaryWriter
+
+EXPERT_RECORD = 5
+NEURON_RECORD = 2
+
+
+@dataclass
+class CCNFNeuron:
+    """One CCNF neuron: ``2*alpha * sigmoid(norm_weights * <w, patch> + bias)``.
+
+    ``weights`` is (height, width) in the file's dtype.
+    """
+
+    neuron_type: int
+    norm_weights: float
+    bias: float
+    alpha: float
+    weights: np.ndarray
+
+
+@dataclass
+class CCNFExpert:
+    """A landmark's CCNF expert (``neurons`` empty for an expert the file leaves out)."""
+
+    width: int
+    height: int
+    neurons: List[CCNFNeuron] = field(default_factory=list)
+    betas: List[float] = field(default_factory=list)
+    confidence: float = 0.0
+    empty_marker: int = 0  #: the int32 that follows an empty expert
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.neurons
+
+
+@dataclass
+class CCNFScale:
+    """Every expert of one CCNF file (one patch scale)."""
+
+    patch_scaling: float
+    centers_deg: np.ndarray          #: (n_views, 3), degrees (pitch, yaw, roll), file dtype
+    visibilities: np.ndarray         #: (n_views, n_points), file dtype (int32)
+    window_sizes: List[int]          #: window sizes with CRF components
+    sigma_components: List[List[np.ndarray]]  #: per window, list of (w*w, w*w) arrays
+    experts: List[List[CCNFExpert]]  #: [view][landmark]
+
+    @property
+    def centers(self) -> np.ndarray:
+        """(n_views, 3) float64 view centres in radians."""
+        return self.centers_deg.astype(np.float64) * np.pi / 180.0
+
+    @property
+    def n_views(self) -> int:
+        return len(self.experts)
+
+    @property
+    def n_points(self) -> int:
+        return self.visibilities.shape[1]
+
+
+def read_ccnf(path) -> CCNFScale:
+    """Read a CCNF patch-expert file.
+
+    Raises
+    ------
+    pyclnf.errors.ModelFormatError
+        Truncated or corrupt file (names the file, offset and expectation).
+    """
+    r = BinaryReader(path)
+    scaling = r.read_f64("patch scaling")
+    if not (np.isfinite(scaling) and 0 < scaling < 100):
+        raise r.error("a patch scaling in (0, 100)", found=repr(scaling), offset=0)
+    n_views = r.read_count("view count", 1, 1000)
+    centers = [r.read_mat(f"view {v} centre") for v in range(n_views)]
+    for v, c in enumerate(centers):
+        if c.size != 3:
+            raise r.error(f"view {v} centre with 3 values", found=f"shape {c.shape}")
+    vis = [r.read_mat(f"view {v} visibility") for v in range(n_views)]
+    n_points = vis[0].shape[0]
+    if any(v.shape != (n_points, 1) for v in vis):
+        raise r.error(f"visibilities of shape ({n_points}, 1) for every view")
+    n_windows = r.read_count("window count", 0, 64)
+    windows, components = [], []
+    for w in range(n_windows):
+        size = r.read_count(f"window {w} size", 1, 1024)
+        n_comp = r.read_count(f"window {size} component count", 0, 64)
+        comps = []
+        for s in range(n_comp):
+            m = r.read_mat(f"window {size} CRF component {s}")
+            if m.shape != (size * size, size * size):
+                raise r.error(f"a ({size * size}, {size * size}) CRF component", found=f"shape {m.shape}")
+            comps.append(m)
+        windows.append(size)
+        components.append(comps)
+    n_betas = len(components[0]) if components else 0
+    experts = []
+    for v in range(n_views):
+        row = []
+        for p in range(n_points):
+            where = f"view {v} landmark {p} expert"
+            r.expect_i32(EXPERT_RECORD, f"{where}: record type")
+            width = r.read_count(f"{where}: width", 1, 1024)
+            height = r.read_count(f"{where}: height", 1, 1024)
+            n_neurons = r.read_count(f"{where}: neuron count", 0, 100000)
+            if n_neurons == 0:
+                row.append(CCNFExpert(width, height, empty_marker=r.read_i32(f"{where}: empty marker")))
+                continue
+            neurons = []
+            for k in range(n_neurons):
+                r.expect_i32(NEURON_RECORD, f"{where}: neuron {k} record type")
+                ntype = r.read_i32(f"{where}: neuron {k} type")
+                if ntype not in (0, 3):
+                    raise r.error(f"{where}: neuron type 0 or 3", found=str(ntype), offset=r.pos - 4)
+                norm_w = r.read_f64()
+                bias = r.read_f64()
+                alpha = r.read_f64()
+                weights = r.read_mat(f"{where}: neuron {k} weights")
+                if weights.shape != (height, width):
+                    raise r.error(f"{where}: neuron weights of shape ({height}, {width})",
+                                  found=f"shape {weights.shape}")
+                neurons.append(CCNFNeuron(ntype, norm_w, bias, alpha, weights))
+            betas = [r.read_f64(f"{where}: beta {b}") for b in range(n_betas)]
+            conf = r.read_f64(f"{where}: confidence")
+            row.append(CCNFExpert(width, height, neurons, betas, conf))
+        experts.append(row)
+    r.expect_end()
+    return CCNFScale(
+        patch_scaling=scaling,
+        centers_deg=np.stack([c.reshape(3) for c in centers]),
+        visibilities=np.stack([v.reshape(-1) for v in vis]),
+        window_sizes=windows,
+        sigma_components=components,
+        experts=experts,
+    )
+
+
+def write_ccnf(scale: CCNFScale, path) -> None:
+    """Write ``scale`` in OpenFace's CCNF format (inverse of :func:`read_ccnf`)."""
+    w = BinaryWriter()
+    w.f64(scale.patch_scaling)
+    w.i32(len(scale.experts))
+    for c in scale.centers_deg:
+        w.mat(np.asarray(c).reshape(3, 1))
+    for v in scale.visibilities:
+        w.mat(np.asarray(v).reshape(-1, 1))
+    w.i32(len(scale.window_sizes))
+    for size, comps in zip(scale.window_sizes, scale.sigma_components):
+        w.i32(size)
+        w.i32(len(comps))
+        for m in comps:
+            w.mat(m)
+    for row in scale.experts:
+        for e in row:
+            w.i32(EXPERT_RECORD)
+            w.i32(e.width)
+            w.i32(e.height)
+            w.i32(len(e.neurons))
+            if e.is_empty:
+                w.i32(e.empty_marker)
+                continue
+            for n in e.neurons:
+                w.i32(NEURON_RECORD)
+                w.i32(n.neuron_type)
+                w.f64(n.norm_weights)
+                w.f64(n.bias)
+                w.f64(n.alpha)
+                w.mat(n.weights)
+            for b in e.betas:
+                w.f64(b)
+            w.f64(e.confidence)
+    w.save(path)
