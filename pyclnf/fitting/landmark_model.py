@@ -18,8 +18,9 @@ import numpy as np
 from .._warp_kernels import warp_patches
 from ..config import FitSettings, MULTI_VIEW_HYPOTHESES
 from ..patch_experts import PatchExpertSet, SUPPORT
-from ..pdm import PDM, solve_spd, update_parameters
-from ._meanshift_kernels import kde_mean_shift, landmark_likelihoods
+from ..pdm import PDM
+from ._meanshift_kernels import landmark_likelihoods
+from ._rlms_kernels import rlms_iterations
 from .alignment import align_shapes_with_scale
 
 F32 = np.float32
@@ -154,51 +155,23 @@ class LandmarkModel:
                  compute_lhood: bool) -> float:
         pdm = self.pdm
         n, m = pdm.n_points, pdm.n_modes
-        g = self.state.params_global.copy()
-        p = self.state.params_local.copy()
-        visible = self.experts.visibilities[scale][view].astype(bool)
+        visible = self.experts.visibilities[scale][view].astype(np.bool_)
         if weight_factor > 0:
             w_diag = F32(weight_factor) * self.experts.confidences(scale, view)
             weights = np.concatenate([w_diag, w_diag]).astype(F32)
         else:
-            weights = None
+            weights = np.ones(2 * n, F32)
         reg = np.zeros(6 + (0 if rigid else m), F32)
         if not rigid:
             reg[6:] = F32(reg_factor) / pdm.eigen_values
         a = F32(-0.5 / (F32(sigma) * F32(sigma)))
-        half = F32((window - 1) // 2)
-        vis2 = np.concatenate([visible, visible])
-        dxs = dys = None
-        prev = None
-        sim_t = sim_img_to_ref.T
-        converged = False
-        for it in range(n_iter):
-            cur = pdm.shape_2d(p, g)
-            if it > 0 and np.linalg.norm((cur - prev).astype(np.float64)) < 0.01:
-                converged = True
-                break
-            prev = cur
-            self.stats["iterations"] += 1
-            J = pdm.jacobian(p, g, rigid=rigid)
-            offsets = ((cur - base_shape) @ sim_t).astype(F32)
-            dxs = (offsets[:, 0] + half).astype(F32)
-            dys = (offsets[:, 1] + half).astype(F32)
-            ms = kde_mean_shift(responses, dxs, dys, visible, a)
-            ms = (ms @ sim_ref_to_img.T).astype(F32)
-            ms[~visible] = 0
-            mvec = np.concatenate([ms[:, 0], ms[:, 1]])
-            J[~vis2] = 0
-            Jw = J if weights is None else J * weights[:, None]
-            rhs = Jw.T @ mvec
-            if not rigid:
-                rhs[6:] -= reg[6:] * p
-            H = Jw.T @ J
-            H[np.diag_indices_from(H)] += reg
-            dp = solve_spd(H, rhs)
-            g, p = update_parameters(g, p, dp)
-            pdm.clamp(p)
+        g, p, dxs, dys, n_done, converged = rlms_iterations(
+            pdm.mean_shape, pdm.princ_comp, pdm.local_limits, self.state.params_global.copy(),
+            self.state.params_local.copy(), responses, base_shape, sim_img_to_ref, sim_ref_to_img,
+            visible, weights, reg, a, n_iter, rigid)
+        self.stats["iterations"] += n_done
         loglhood = 0.0
-        if compute_lhood and dxs is not None:
+        if compute_lhood and n_done > 0:
             ll = landmark_likelihoods(responses, dxs, dys, visible, F32(sigma))
             self.state.landmark_likelihoods = ll
             total = F32(0)

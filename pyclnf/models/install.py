@@ -303,13 +303,16 @@ def install_models(accept_license: bool = False, progress=None,
 
 def ensure_models(accept_license: bool = False, progress=None,
                   model_dir: Optional[PathArg] = None, mirror: Optional[str] = None,
-                  source_dir: Optional[PathArg] = None, manifest=None) -> Path:
+                  source_dir: Optional[PathArg] = None, manifest=None, *,
+                  timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
+                  retry_wait: float = 1.0) -> Path:
     """Make sure OpenFace's model files are installed; return their folder.
 
     Does nothing (and asks nothing) when every file is already valid.
     Otherwise shows OpenFace's licence summary, and after consent copies
     from ``source_dir`` and downloads the rest; see :func:`install_models`
-    for the parameters.
+    for the parameters (``timeout``, ``retries`` and ``retry_wait`` tune how
+    broken connections are retried).
 
     Returns
     -------
@@ -340,7 +343,8 @@ def ensure_models(accept_license: bool = False, progress=None,
     """
     result = install_models(accept_license=accept_license, progress=progress,
                             model_dir=model_dir, mirror=mirror, source_dir=source_dir,
-                            manifest=manifest)
+                            manifest=manifest, timeout=timeout, retries=retries,
+                            retry_wait=retry_wait)
     result.raise_for_failures()
     if result.differing:
         warnings.warn(
