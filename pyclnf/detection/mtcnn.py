@@ -55,7 +55,7 @@ from typing import Tuple, Union
 import numpy as np
 
 from ..errors import ModelFormatError, ModelNotFoundError
-from ._cnn import Network, read_network_file
+from ._cnn import Network, read_network_file, single_threaded_blas
 
 __all__ = [
     "MTCNNDetector",
@@ -285,6 +285,13 @@ class MTCNNDetector:
     pnet, rnet, onet : Network
         The three stages (see :func:`pyclnf.detection._cnn.read_network_file`).
 
+    Attributes
+    ----------
+    single_thread_blas : bool
+        Run the network products on the calling thread (default True, as
+        OpenFace does; see :func:`pyclnf.detection._cnn.single_threaded_blas`).
+        Set to False to leave the BLAS thread pool alone.
+
     Examples
     --------
     >>> det = MTCNNDetector.from_model_dir("openface-model")  # doctest: +SKIP
@@ -295,6 +302,7 @@ class MTCNNDetector:
         self.pnet = pnet
         self.rnet = rnet
         self.onet = onet
+        self.single_thread_blas = True
         pnet.check_input((1, _FACE_SUPPORT, _FACE_SUPPORT, 3), 6)
         rnet.check_input((1, 24, 24, 3), 6)
         onet.check_input((1, 48, 48, 3), 6)
@@ -439,11 +447,17 @@ class MTCNNDetector:
             raise ValueError(f"thresholds must be three probabilities, got {thresholds!r}")
         t1, t2, t3 = (float(t) for t in thresholds)
         img = self._as_float_bgr(image)
-        empty = (np.zeros((0, 4), np.float64), np.zeros(0, np.float64))
         if min(img.shape[:2]) == 0:
-            return empty
+            return np.zeros((0, 4), np.float64), np.zeros(0, np.float64)
+        if self.single_thread_blas:
+            with single_threaded_blas():
+                return self._detect(img, float(min_face_size), t1, t2, t3)
+        return self._detect(img, float(min_face_size), t1, t2, t3)
 
-        boxes, scores, corr = self._pnet_stage(img, float(min_face_size), t1)
+    def _detect(self, img, min_face_size, t1, t2, t3):
+        empty = (np.zeros((0, 4), np.float64), np.zeros(0, np.float64))
+
+        boxes, scores, corr = self._pnet_stage(img, min_face_size, t1)
         keep = nms(boxes, scores, _NMS_STAGE)
         boxes = _rectify(_apply_correction(boxes[keep], corr[keep], add1=False))
 

@@ -203,9 +203,51 @@ def jacobian(mean, pc, p, g, rigid):
     return J
 
 
+FLT_EPSILON = 1.1920928955078125e-07
+
+
+@njit(cache=True, nogil=True)
+def cholesky_solve(A, b):
+    """Solve ``A x = b`` for symmetric positive definite float32 ``A`` as
+    OpenCV's ``solve(..., DECOMP_CHOLESKY)`` does: float32 storage, float64
+    accumulators, failure when a pivot falls below FLT_EPSILON -- in which
+    case OpenCV returns zeros, and so does this.
+
+    Returns (x (k,) float32, ok bool).
+    """
+    k = A.shape[0]
+    L = A.copy()
+    x = b.copy()
+    for i in range(k):
+        for j in range(i):
+            s = np.float64(L[i, j])
+            for q in range(j):
+                s -= np.float64(L[i, q] * L[j, q])
+            L[i, j] = np.float32(s * np.float64(L[j, j]))
+        s = np.float64(L[i, i])
+        for q in range(i):
+            t = np.float64(L[i, q])
+            s -= t * t
+        if s < FLT_EPSILON:
+            x[:] = 0
+            return x, False
+        L[i, i] = np.float32(1.0 / math.sqrt(s))
+    for i in range(k):
+        s = np.float64(x[i])
+        for q in range(i):
+            s -= np.float64(L[i, q] * x[q])
+        x[i] = np.float32(s * np.float64(L[i, i]))
+    for i in range(k - 1, -1, -1):
+        s = np.float64(x[i])
+        for q in range(k - 1, i, -1):
+            s -= np.float64(L[q, i] * x[q])
+        x[i] = np.float32(s * np.float64(L[i, i]))
+    return x, True
+
+
 @njit(cache=True, nogil=True)
 def solve_normal_equations(J, Jw, mvec, reg, p, rigid):
-    """Solve ``(Jw^T J + diag(reg)) dp = Jw^T m - reg*p`` (float64 solve)."""
+    """Solve ``(Jw^T J + diag(reg)) dp = Jw^T m - reg*p`` (zeros if singular)."""
     rhs = Jw.T @ mvec
     H = Jw.T @ J
     k = H.shape[0]
@@ -214,8 +256,8 @@ def solve_normal_equations(J, Jw, mvec, reg, p, rigid):
     if not rigid:
         for j in range(p.size):
             rhs[6 + j] -= reg[6 + j] * p[j]
-    dp = np.linalg.solve(H.astype(np.float64), rhs.astype(np.float64))
-    return dp.astype(np.float32)
+    dp, ok = cholesky_solve(np.ascontiguousarray(H), rhs)
+    return dp
 
 
 @njit(cache=True, nogil=True)

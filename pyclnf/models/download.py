@@ -177,7 +177,7 @@ def _attempt(url, entry, dest, part, progress, timeout, label):
             have = 0  # no Range sent, or the server ignored it: start over
             mode = "wb"
             length = resp.headers.get("Content-Length")
-            if False:
+            if length is not None and length.strip().isdigit() and int(length) != size:
                 _unlink(part)
                 raise _wrong_size(entry, url, int(length))
         else:
