@@ -155,6 +155,106 @@ class CLNF:
         self.model.fit_box(gray, box, s)
         return self._result(gray.shape, camera)
 
+    # --- detection --------------------------------------------------------------
+    @property
+    def face_detector(self):
+        """OpenFace's MTCNN face detector (loaded on first use)."""
+        if self._detector is None:
+            from .detection import MTCNNDetector
+            self._detector = MTCNNDetector.from_model_dir(self.model_dir)
+        return self._detector
+
+    def detect_faces(self, image):
+        """Face boxes of OpenFace's MTCNN.
+
+        Returns
+        -------
+        boxes : (n, 4) ndarray of float64, (x, y, width, height) in pixels,
+            already corrected for CLNF initialisation as OpenFace does
+        scores : (n,) ndarray of float64
+        """
+        from .image import to_bgr_uint8
+        return self.face_detector.detect(to_bgr_uint8(check_image(image)))
+
+    def detect_and_fit(self, image, return_all_faces: bool = False, settings: Optional[FitSettings] = None,
+                       camera: Optional[Camera] = None):
+        """Detect faces with MTCNN and fit each.
+
+        Returns
+        -------
+        (landmarks, info) of the largest face, or -- with
+        ``return_all_faces`` -- a list of them for every face (empty list when
+        there is none).  ``info["bbox"]`` holds the detector's box.
+
+        Raises
+        ------
+        pyclnf.errors.NoFaceFoundError
+            No face found and ``return_all_faces`` is False.
+        """
+        from .errors import NoFaceFoundError
+        image = check_image(image)
+        boxes, scores = self.detect_faces(image)
+        order = np.argsort(-boxes[:, 2]) if len(boxes) else np.zeros(0, int)
+        if not return_all_faces:
+            if len(order) == 0:
+                raise NoFaceFoundError("no face found in the image")
+            order = order[:1]
+        results = []
+        for i in order:
+            lm, info = self.fit(image, tuple(boxes[i]), settings=settings, camera=camera)
+            info["bbox"] = tuple(float(v) for v in boxes[i])
+            info["detection_score"] = float(scores[i])
+            results.append((lm, info))
+        return results if return_all_faces else results[0]
+
+    # --- tracking -------------------------------------------------------------
+    def track(self, frames, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):
+        """Track one face through ``frames`` (any iterable of images).
+
+        Yields
+        ------
+        (landmarks, info) per frame; ``info["success"]`` is False for frames
+        where the face was not found or the validator rejected the fit, and
+        ``info["error"]`` names the problem of a frame that is not a valid
+        image (``None`` in the iterable, wrong shape...), which is skipped.
+        """
+        from .image import to_bgr_uint8
+        from .tracking import FaceTracker
+        s = (self.settings if settings is None else settings).copy(multi_view=False)
+        tracker = FaceTracker(self.model, lambda bgr: self.face_detector.detect(bgr), s)
+        tracker.reset()
+        for index, frame in enumerate(frames):
+            try:
+                image = check_image(frame, name=f"frame {index}")
+                gray = to_gray_uint8(image)
+                bgr = to_bgr_uint8(image)
+            except (TypeError, ValueError) as exc:
+                yield None, {"frame": index, "success": False, "confidence": 0.0, "error": str(exc)}
+                continue
+            tracker.step(gray, bgr)
+            lm, info = self._result(gray.shape, camera)
+            info["frame"] = index
+            info["tracking"] = tracker.state.tracking_initialised
+            if not tracker.state.tracking_initialised or tracker.state.failures_in_a_row > 100:
+                info["success"] = False
+            yield lm, info
+
+    def fit_video(self, path, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):
+        """Track the face through a video file or a folder of images.
+
+        Returns
+        -------
+        list of (landmarks, info), one per frame (see :meth:`track`);
+        ``info["timestamp"]`` is in seconds.
+        """
+        from .video import iter_frames
+        frames = iter_frames(path)
+        out = []
+        for lm, info in self.track((f.image for f in frames.frames()), settings=settings, camera=camera):
+            info["timestamp"] = frames.timestamp(info["frame"])
+            out.append((lm, info))
+        return out
+
     def _result(self, shape, camera):
         st = self.model.state
         cam = camera if camera is not None else default_camera(shape[1], shape[0])

@@ -42,7 +42,6 @@ from typing import List, Union
 import numpy as np
 
 from .detection._cnn import INT_TYPES, BinaryReader, Network, read_layers
-from .errors import ModelFormatError
 from .paw import PiecewiseAffineWarp
 
 __all__ = ["DetectionValidator", "ValidatorView", "VALIDATION_THRESHOLD"]

@@ -219,7 +219,7 @@ class BinaryReader:
 # ----------------------------------------------------------------------------
 
 _blas_lock = threading.Lock()
-_blas_state = {"depth": 0, "saved": None, "controls": None}
+_blas_state = {"depth": 0, "saved": None, "controls": None, "threadpoolctl": None}
 
 
 def _openblas_controls():
@@ -262,17 +262,20 @@ def single_threaded_blas():
     own setter (Linux), otherwise does nothing. The previous thread count is
     restored on exit (nested and concurrent uses are reference-counted).
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        threadpool_limits = None
-    if threadpool_limits is not None:
-        with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_lock:
+        if _blas_state["controls"] is None:
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:
+                threadpool_limits = None
+            _blas_state["threadpoolctl"] = threadpool_limits
+            _blas_state["controls"] = [] if threadpool_limits else _openblas_controls()
+    limits = _blas_state["threadpoolctl"]
+    if limits is not None:
+        with limits(limits=1, user_api="blas"):
             yield
         return
     with _blas_lock:
-        if _blas_state["controls"] is None:
-            _blas_state["controls"] = _openblas_controls()
         if _blas_state["depth"] == 0:
             _blas_state["saved"] = [get() for get, _ in _blas_state["controls"]]
             for _, put in _blas_state["controls"]:
@@ -423,9 +426,7 @@ class PReLU:
     slope: np.ndarray
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[-1] != self.slope.shape[0]:
-            raise ValueError(f"PReLU expects {self.slope.shape[0]} channels, got {x.shape[-1]}")
-        return self.apply_inplace(x.copy())
+        return self.apply_inplace(np.array(x, dtype=np.float32, copy=True))
 
     def apply_inplace(self, x: np.ndarray) -> np.ndarray:
         """Overwrite ``x`` (float32, owned by the caller) with the result and return it."""

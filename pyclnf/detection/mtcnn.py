@@ -43,6 +43,14 @@ thresholds ``0.6, 0.7, 0.7``.
 
 Coordinates follow OpenFace: ``(x, y)`` in 0-based pixels, boxes as
 ``(x, y, width, height)``.
+
+Agreement with OpenFace (``tests/test_mtcnn.py``): on OpenFace's 9 sample
+images this finds exactly the 32 faces OpenFace found, and each box overlaps
+the bounding box of the landmarks OpenFace fitted from its own detection with
+IoU 0.77-0.93 (mean 0.855); the fit moves the landmarks away from the initial
+box, so 1.0 is not expected. Speed: about 15-25 ms for a 640x480 image on 2
+busy cores (products run single-threaded, as in OpenFace; see
+:func:`pyclnf.detection._cnn.single_threaded_blas`).
 """
 
 from __future__ import annotations

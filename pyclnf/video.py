@@ -1,0 +1,131 @@
+"""Frame sources: video files, image sequences (folders), single images, webcams.
+
+:func:`iter_frames` returns a :class:`FrameSource` whose :meth:`frames`
+yields :class:`Frame` objects; a frame that cannot be decoded has
+``image=None`` and ``error`` set, and the iteration goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Union
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+VIDEO_EXTENSIONS = {".avi", ".mp4", ".mov", ".mkv", ".wmv", ".mpg", ".mpeg", ".m4v", ".webm", ".flv"}
+
+
+@dataclass
+class Frame:
+    """One input frame: ``image`` as OpenCV decodes it (BGR, 8 or 16 bit), or
+    None with ``error`` saying why."""
+
+    index: int
+    image: Optional[np.ndarray]
+    name: str
+    error: Optional[str] = None
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image file keeping 16-bit depth and grayscale (``IMREAD_UNCHANGED``).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError (not an image)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such image file: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise ValueError(f"{path} is not an image OpenCV can decode")
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+class FrameSource:
+    """Frames of a video, an image folder, an image file or a webcam."""
+
+    def __init__(self, kind: str, target, fps: float, n_frames: Optional[int], name: str):
+        self.kind = kind
+        self.target = target
+        self.fps = fps
+        self.n_frames = n_frames
+        self.name = name
+
+    def timestamp(self, index: int) -> float:
+        """Seconds since the first frame (``index / fps``, as OpenFace)."""
+        return index / self.fps if self.fps > 0 else 0.0
+
+    def frames(self) -> Iterator[Frame]:
+        if self.kind in ("images", "image"):
+            for i, p in enumerate(self.target):
+                try:
+                    yield Frame(i, read_image(p), Path(p).name)
+                except (OSError, ValueError) as exc:
+                    yield Frame(i, None, Path(p).name, str(exc))
+            return
+        cap = cv2.VideoCapture(self.target)
+        try:
+            i = 0
+            while True:
+                ok, img = cap.read()
+                if not ok or img is None:
+                    break
+                yield Frame(i, img, f"{self.name}:{i}")
+                i += 1
+        finally:
+            cap.release()
+
+
+def iter_frames(source: Union[str, os.PathLike, int]) -> FrameSource:
+    """Open a frame source.
+
+    Parameters
+    ----------
+    source : path of a video, an image, a folder of images (sorted by name),
+        or an int / digit string naming a webcam.
+
+    Raises
+    ------
+    FileNotFoundError : the path does not exist
+    ValueError : an empty folder, a file that is neither image nor video, a
+        video OpenCV cannot open
+    """
+    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+        cam = int(source)
+        cap = cv2.VideoCapture(cam)
+        ok = cap.isOpened()
+        cap.release()
+        if not ok:
+            raise ValueError(f"cannot open webcam {cam}")
+        return FrameSource("webcam", cam, 30.0, None, f"webcam{cam}")
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise ValueError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        return FrameSource("images", files, 30.0, len(files), path.name)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return FrameSource("image", [path], 30.0, 1, path.stem)
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise ValueError(f"{path} is not a video OpenCV can open")
+        ok, first = cap.read()
+        if not ok or first is None:
+            raise ValueError(f"{path}: no frame could be decoded (corrupt or empty video)")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    finally:
+        cap.release()
+    return FrameSource("video", str(path), float(fps) if fps and fps > 0 else 30.0, n, path.stem)
