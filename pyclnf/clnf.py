@@ -255,6 +255,17 @@ class CLNF:
             out.append((lm, info))
         return out
 
+    def landmarks_3d(self, info, camera: Camera) -> np.ndarray:
+        """(68, 3) landmarks in mm in the camera frame for a fit's ``info``
+        (OpenFace's ``GetShape``: PDM depth + back-projected 2D points)."""
+        from .rotation import euler_to_matrix
+        g = np.asarray(info["params_global"], dtype=np.float32)
+        lm2 = self.model.pdm.shape_2d(info["params_local"], g)
+        X = self.model.pdm.shape_3d(info["params_local"]) @ euler_to_matrix(g[1:4]).T
+        fx, fy, cx, cy = camera
+        Z = fx / float(g[0]) + X[:, 2]
+        return np.stack([Z * (lm2[:, 0] - cx) / fx, Z * (lm2[:, 1] - cy) / fy, Z], axis=1).astype(np.float64)
+
     def _result(self, shape, camera):
         st = self.model.state
         cam = camera if camera is not None else default_camera(shape[1], shape[0])
