@@ -1,0 +1,49 @@
+"""Shared helpers of the benchmark scripts (not part of the package)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PYCLNF_SHARED_DIR", REPO.parent / "shared"))
+MODEL_DIR = Path(os.environ.get("PYCLNF_MODEL_DIR", SHARED / "openface-model"))
+
+#: OpenFace 2.2 C++ timings on this machine type (shared/reference/README.md)
+OPENFACE_MS_PER_FIT = {  # (1 core, 2 cores)
+    "clnf-default": (31.3, 16.7),
+    "clnf-wild": (437.0, 287.0),
+    "ceclm-standin": (21.0, 14.0),
+    "ceclm-realarch": (50.7, 27.9),
+}
+OPENFACE_TRACK_FPS = {"clnf": (33.4, 49.3), "ceclm-standin": (54.8, 78.5)}
+
+
+def set_threads(n: int) -> None:
+    """Limit BLAS/OpenMP threads; call before numpy is imported."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+def rerun_pinned(script: str, threads: int, extra) -> int:
+    """Re-run ``script`` pinned to ``threads`` cores (taskset when available)."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[var] = str(threads)
+    cmd = [sys.executable, script, "--threads", str(threads)] + list(extra)
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", ",".join(str(i) for i in range(threads))] + cmd
+    return subprocess.call(cmd, env=env)
+
+
+def lfpw_boxes(limit=None):
+    rows = (SHARED / "reference/lfpw-test/boxes.tsv").read_text().splitlines()[1:]
+    out = []
+    for line in rows[:limit]:
+        stem, x0, y0, x1, y1 = line.split()
+        x0, y0, x1, y1 = map(float, (x0, y0, x1, y1))
+        out.append((stem, (x0, y0, x1 - x0, y1 - y0)))
+    return out

@@ -1,0 +1,62 @@
+"""Tracking frames per second on OpenFace's sample videos, against OpenFace C++.
+
+    python benchmarks/bench_tracking.py                 # 1 and 2 cores
+    python benchmarks/bench_tracking.py --threads 2 --video default.wmv
+
+Configurations: clnf, ceclm with the stand-in CEN experts, ceclm with
+synthetic experts of the real CEN architecture.  Frame decoding is included
+(as in OpenFace's FeatureExtraction timing); model loading and JIT are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import MODEL_DIR, OPENFACE_TRACK_FPS, SHARED, rerun_pinned, set_threads  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--video", action="append", default=None, help="sample video name(s)")
+    args = ap.parse_args(argv)
+    videos = args.video or ["default.wmv", "changeLighting.wmv"]
+    if args.threads is None:
+        extra = sum((["--video", v] for v in videos), [])
+        rc = 0
+        for n in (1, 2):
+            rc |= rerun_pinned(os.path.abspath(__file__), n, extra)
+        return rc
+    set_threads(args.threads)
+    from pyclnf import CLNF
+    from pyclnf.models.synthetic import write_synthetic_cen_set
+
+    col = 0 if args.threads == 1 else 1
+    synth = write_synthetic_cen_set(MODEL_DIR, tempfile.mkdtemp(prefix="pyclnf-bench-"), seed=0)
+    print(f"\n== {args.threads} thread(s)")
+    print(f"{'configuration':<16}{'video':<22}{'frames':>7}{'fps':>8}{'OpenFace fps':>14}{'ours/OF':>9}")
+    for name, kw in [("clnf", dict(model="clnf", model_dir=MODEL_DIR)),
+                     ("ceclm-standin", dict(model="ceclm", model_dir=MODEL_DIR)),
+                     ("ceclm-realarch", dict(model="ceclm", model_dir=synth))]:
+        det = CLNF(**kw)
+        det.prepare()
+        det.fit_video(str(SHARED / "data/openface-samples/image_sequence"))  # warm-up
+        for v in videos:
+            t = time.perf_counter()
+            res = det.fit_video(str(SHARED / "data/openface-samples" / v))
+            fps = len(res) / (time.perf_counter() - t)
+            of = OPENFACE_TRACK_FPS.get(name)
+            of_s = f"{of[col]:.1f}" if of and v == "default.wmv" else "-"
+            ratio = f"{fps / of[col]:.2f}" if of and v == "default.wmv" else "-"
+            print(f"{name:<16}{v:<22}{len(res):>7}{fps:>8.1f}{of_s:>14}{ratio:>9}")
+    print("OpenFace's figures are for default.wmv (shared/reference/README.md).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
