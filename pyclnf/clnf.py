@@ -239,6 +239,32 @@ class CLNF:
                 info["success"] = False
             yield lm, info
 
+    def track_multi(self, frames, max_faces: int = 4, settings: Optional[FitSettings] = None,
+                    camera: Optional[Camera] = None):
+        """Track several faces (OpenFace's ``FaceLandmarkVidMulti``).
+
+        Yields
+        ------
+        list of (face_id, landmarks, info) per frame, for the faces tracked
+        in that frame (``face_id`` is the tracking slot, stable while tracked).
+        """
+        from .image import to_bgr_uint8
+        from .tracking import MultiFaceTracker
+        s = self.settings if settings is None else settings
+        multi = MultiFaceTracker(self.model.clone, lambda bgr: self.face_detector.detect(bgr), s, max_faces)
+        for index, frame in enumerate(frames):
+            try:
+                image = check_image(frame, name=f"frame {index}")
+                gray, bgr = to_gray_uint8(image), to_bgr_uint8(image)
+            except (TypeError, ValueError):
+                yield []
+                continue
+            faces = []
+            for k in multi.step(gray, bgr):
+                m = multi.trackers[k].model
+                faces.append((k,) + self._result(gray.shape, camera, m))
+            yield faces
+
     def fit_video(self, path, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):
         """Track the face through a video file or a folder of images.
 
@@ -266,15 +292,16 @@ class CLNF:
         Z = fx / float(g[0]) + X[:, 2]
         return np.stack([Z * (lm2[:, 0] - cx) / fx, Z * (lm2[:, 1] - cy) / fy, Z], axis=1).astype(np.float64)
 
-    def _result(self, shape, camera):
-        st = self.model.state
+    def _result(self, shape, camera, model=None):
+        model = self.model if model is None else model
+        st = model.state
         cam = camera if camera is not None else default_camera(shape[1], shape[0])
-        pose = head_pose(self.model.pdm, st.params_global, st.params_local, st.landmarks, cam)
+        pose = head_pose(model.pdm, st.params_global, st.params_local, st.landmarks, cam)
         info = {
             "success": bool(st.detection_success),
             "confidence": float(st.detection_certainty),
-            "converged": bool(self.model.stats["converged"]),
-            "iterations": int(self.model.stats["iterations"]),
+            "converged": bool(model.stats["converged"]),
+            "iterations": int(model.stats["iterations"]),
             "likelihood": float(st.model_likelihood),
             "params": np.concatenate([st.params_global, st.params_local]).astype(np.float32),
             "params_global": st.params_global.copy(),

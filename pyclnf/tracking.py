@@ -111,3 +111,73 @@ class FaceTracker:
         if st.failures_in_a_row > 100:
             st.tracking_initialised = False
         return st.detection_success
+
+
+def _box_of(landmarks) -> tuple:
+    lm = np.asarray(landmarks)
+    mn, mx = lm.min(axis=0), lm.max(axis=0)
+    return float(mn[0]), float(mn[1]), float(mx[0] - mn[0]), float(mx[1] - mn[1])
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+class MultiFaceTracker:
+    """Tracks up to ``max_faces`` faces (OpenFace's ``FaceLandmarkVidMulti``).
+
+    The detector runs every ``detect_every`` frames while a slot is free;
+    detections overlapping a tracked face (IoU > 0.5) are ignored; a slot is
+    freed after more than 4 failures in a row, and of two tracked faces that
+    overlap (IoU > 0.5) the earlier slot is dropped.
+    """
+
+    def __init__(self, make_model, detector, settings: FitSettings, max_faces: int = 4, detect_every: int = 8):
+        self.settings = settings.copy(reinit_video_every=-1, multi_view=False)
+        self.trackers = [FaceTracker(make_model(), detector, self.settings) for _ in range(max_faces)]
+        self.active = [False] * max_faces
+        self.detector = detector
+        self.detect_every = detect_every
+        self.frame = 0
+
+    def step(self, gray_u8, bgr):
+        """Process one frame; returns the indices of the active slots."""
+        detections = []
+        if self.frame % self.detect_every == 0 and not all(self.active):
+            boxes, _ = self.detector(bgr)
+            detections = [tuple(float(v) for v in b) for b in np.asarray(boxes).reshape(-1, 4)]
+        # drop detections that overlap any model's current shape
+        for t in self.trackers:
+            mbox = _box_of(t.model.state.landmarks)
+            detections = [d for d in detections if box_iou(mbox, d) <= 0.5]
+        used = [False] * len(detections)
+        for k, t in enumerate(self.trackers):
+            if t.state.failures_in_a_row > 4:
+                self.active[k] = False
+                t.reset()
+            if not self.active[k]:
+                for j, d in enumerate(detections):
+                    if not used[j]:
+                        used[j] = True
+                        t.reset()
+                        t.step(gray_u8, bgr, box=d)
+                        self.active[k] = True
+                        break
+            else:
+                t.step(gray_u8, bgr)
+        for a in range(len(self.trackers)):
+            if not self.active[a]:
+                continue
+            abox = _box_of(self.trackers[a].model.state.landmarks)
+            for b in range(a + 1, len(self.trackers)):
+                if self.active[b] and box_iou(abox, _box_of(self.trackers[b].model.state.landmarks)) > 0.5:
+                    self.active[a] = False
+                    self.trackers[a].reset()
+                    break
+        self.frame += 1
+        return [k for k, on in enumerate(self.active) if on]

@@ -126,24 +126,26 @@ def _points_3d(det, info, shape, args):
 def _process_sequence(det, source, stem, out_dir, args) -> tuple:
     from ..output import CSVWriter, draw_landmarks, json_record
     writer = CSVWriter(out_dir / f"{stem}.csv", args.landmarks_3d, args.pdm_params)
-    records, n, n_failed = [], 0, 0
+    records, n, n_failed, n_bad = [], 0, 0, 0
     video_writer = None
     progress = _Progress(source.n_frames, stem, not args.no_progress)
-    frames = list_frames = None
     try:
         frames_iter = source.frames()
         images = []
 
         def gen():
             for fr in frames_iter:
-                images.append(fr.image)
+                images.append(fr)
                 yield fr.image
         for lm, info in det.track(gen()):
             idx = info["frame"]
-            img = images.pop() if images else None
+            fr = images.pop() if images else None
+            img = fr.image if fr is not None else None
             ts = source.timestamp(idx)
             if lm is None:
-                print(f"pyclnf: {stem}: frame {idx}: {info.get('error')}", file=sys.stderr)
+                why = fr.error if fr is not None and fr.error else info.get("error")
+                print(f"pyclnf: {stem}: frame {idx}: {why}", file=sys.stderr)
+                n_bad += 1
             writer.write(idx + 1, 0, ts, lm, info, _points_3d(det, info, img.shape, args) if lm is not None else None)
             if args.json:
                 records.append(json_record(idx + 1, 0, ts, lm, info))
@@ -170,7 +172,7 @@ def _process_sequence(det, source, stem, out_dir, args) -> tuple:
     writer.close()
     if args.json:
         (out_dir / f"{stem}.json").write_text(json.dumps(records))
-    return n, n - n_failed, n_failed
+    return n, n - n_failed, n_bad
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -220,6 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             else:
                 src = iter_frames(inp)
                 n, ok, bad = _process_sequence(det, src, stem, out_dir, args)
+                errors += 1 if bad else 0
             total_frames += n
             total_ok += ok
         except (PyclnfError, OSError, ValueError) as exc:

@@ -102,6 +102,12 @@ class LandmarkModel:
         """Zero the iteration counters reported by the API."""
         self.stats = {"iterations": 0, "converged": False}
 
+    def clone(self) -> "LandmarkModel":
+        """A model sharing this one's PDM, experts and backends but with its
+        own fitting state (for tracking several faces)."""
+        parts = [Part(p.name, p.model.clone(), p.mapping, p.settings) for p in self.parts]
+        return LandmarkModel(self.pdm, self.experts, self.backend, parts, self.validator)
+
     # --- state ----------------------------------------------------------------
     def reset(self) -> None:
         """Forget the current fit (as OpenFace's ``CLNF::Reset``)."""
