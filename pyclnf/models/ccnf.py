@@ -27,6 +27,7 @@ from typing import List, Optional
 import numpy as np
 
 from ._binary import BinaryReader, BinaryWriter
+from ._patch_header import read_patch_header, write_patch_header
 
 EXPERT_RECORD = 5
 NEURON_RECORD = 2
@@ -96,18 +97,8 @@ def read_ccnf(path) -> CCNFScale:
         Truncated or corrupt file (names the file, offset and expectation).
     """
     r = BinaryReader(path)
-    scaling = r.read_f64("patch scaling")
-    if not (np.isfinite(scaling) and 0 < scaling < 100):
-        raise r.error("a patch scaling in (0, 100)", found=repr(scaling), offset=0)
-    n_views = r.read_count("view count", 1, 1000)
-    centers = [r.read_mat(f"view {v} centre") for v in range(n_views)]
-    for v, c in enumerate(centers):
-        if c.size != 3:
-            raise r.error(f"view {v} centre with 3 values", found=f"shape {c.shape}")
-    vis = [r.read_mat(f"view {v} visibility") for v in range(n_views)]
-    n_points = vis[0].shape[0]
-    if any(v.shape != (n_points, 1) for v in vis):
-        raise r.error(f"visibilities of shape ({n_points}, 1) for every view")
+    scaling, centers, vis = read_patch_header(r)
+    n_views, n_points = vis.shape
     n_windows = r.read_count("window count", 0, 64)
     windows, components = [], []
     for w in range(n_windows):
@@ -155,8 +146,8 @@ def read_ccnf(path) -> CCNFScale:
     r.expect_end()
     return CCNFScale(
         patch_scaling=scaling,
-        centers_deg=np.stack([c.reshape(3) for c in centers]),
-        visibilities=np.stack([v.reshape(-1) for v in vis]),
+        centers_deg=centers,
+        visibilities=vis,
         window_sizes=windows,
         sigma_components=components,
         experts=experts,
@@ -166,12 +157,7 @@ def read_ccnf(path) -> CCNFScale:
 def write_ccnf(scale: CCNFScale, path) -> None:
     """Write ``scale`` in OpenFace's CCNF format (inverse of :func:`read_ccnf`)."""
     w = BinaryWriter()
-    w.f64(scale.patch_scaling)
-    w.i32(len(scale.experts))
-    for c in scale.centers_deg:
-        w.mat(np.asarray(c).reshape(3, 1))
-    for v in scale.visibilities:
-        w.mat(np.asarray(v).reshape(-1, 1))
+    write_patch_header(w, scale.patch_scaling, scale.centers_deg, scale.visibilities)
     w.i32(len(scale.window_sizes))
     for size, comps in zip(scale.window_sizes, scale.sigma_components):
         w.i32(size)

@@ -26,6 +26,7 @@ from typing import List
 import numpy as np
 
 from ._binary import BinaryReader, BinaryWriter
+from ._patch_header import read_patch_header, write_patch_header
 
 EXPERT_RECORD = 6
 SIGMOID, LINEAR, RELU = 0, 1, 2
@@ -94,18 +95,8 @@ def read_cen(path) -> CENScale:
         Truncated or corrupt file (names the file, offset and expectation).
     """
     r = BinaryReader(path)
-    scaling = r.read_f64("patch scaling")
-    if not (np.isfinite(scaling) and 0 < scaling < 100):
-        raise r.error("a patch scaling in (0, 100)", found=repr(scaling), offset=0)
-    n_views = r.read_count("view count", 1, 1000)
-    centers = [r.read_mat(f"view {v} centre") for v in range(n_views)]
-    for v, c in enumerate(centers):
-        if c.size != 3:
-            raise r.error(f"view {v} centre with 3 values", found=f"shape {c.shape}")
-    vis = [r.read_mat(f"view {v} visibility") for v in range(n_views)]
-    n_points = vis[0].shape[0]
-    if any(v.shape != (n_points, 1) for v in vis):
-        raise r.error(f"visibilities of shape ({n_points}, 1) for every view")
+    scaling, centers, vis = read_patch_header(r)
+    n_views, n_points = vis.shape
     mirror_inds = r.read_mat("mirror_inds", dtypes=(np.dtype("<i4"),))
     if mirror_inds.shape != (n_points, 1) or mirror_inds.min() < 0 or mirror_inds.max() >= n_points:
         raise r.error(f"mirror_inds: ({n_points}, 1) indices in [0, {n_points})")
@@ -143,8 +134,8 @@ def read_cen(path) -> CENScale:
     r.expect_end()
     return CENScale(
         patch_scaling=scaling,
-        centers_deg=np.stack([c.reshape(3) for c in centers]),
-        visibilities=np.stack([x.reshape(-1) for x in vis]),
+        centers_deg=centers,
+        visibilities=vis,
         mirror_inds=mirror_inds.reshape(-1),
         mirror_views=mirror_views.reshape(-1),
         experts=experts,
@@ -154,12 +145,7 @@ def read_cen(path) -> CENScale:
 def write_cen(scale: CENScale, path) -> None:
     """Write ``scale`` in OpenFace's CEN format (inverse of :func:`read_cen`)."""
     w = BinaryWriter()
-    w.f64(scale.patch_scaling)
-    w.i32(len(scale.experts))
-    for c in scale.centers_deg:
-        w.mat(np.asarray(c).reshape(3, 1))
-    for v in scale.visibilities:
-        w.mat(np.asarray(v).reshape(-1, 1))
+    write_patch_header(w, scale.patch_scaling, scale.centers_deg, scale.visibilities)
     w.mat(np.asarray(scale.mirror_inds, dtype="<i4").reshape(-1, 1))
     w.mat(np.asarray(scale.mirror_views, dtype="<i4").reshape(-1, 1))
     for row in scale.experts:

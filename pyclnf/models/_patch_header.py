@@ -1,0 +1,42 @@
+"""The header shared by OpenFace's CCNF and CEN patch-expert files:
+patch scaling, view count, view centres and visibilities."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._binary import BinaryReader, BinaryWriter
+
+
+def read_patch_header(r: BinaryReader):
+    """Read ``float64 scaling; int32 n_views; n_views x centre; n_views x visibility``.
+
+    Returns
+    -------
+    scaling : float
+    centers : (n_views, 3) array, degrees, file dtype
+    visibilities : (n_views, n_points) array, file dtype
+    """
+    scaling = r.read_f64("patch scaling")
+    if not (np.isfinite(scaling) and 0 < scaling < 100):
+        raise r.error("a patch scaling in (0, 100)", found=repr(scaling), offset=0)
+    n_views = r.read_count("view count", 1, 1000)
+    centers = [r.read_mat(f"view {v} centre") for v in range(n_views)]
+    for v, c in enumerate(centers):
+        if c.size != 3:
+            raise r.error(f"view {v} centre with 3 values", found=f"shape {c.shape}")
+    vis = [r.read_mat(f"view {v} visibility") for v in range(n_views)]
+    n_points = vis[0].shape[0]
+    if any(v.shape != (n_points, 1) for v in vis):
+        raise r.error(f"visibilities of shape ({n_points}, 1) for every view")
+    return scaling, np.stack([c.reshape(3) for c in centers]), np.stack([v.reshape(-1) for v in vis])
+
+
+def write_patch_header(w: BinaryWriter, scaling, centers_deg, visibilities) -> None:
+    """Inverse of :func:`read_patch_header`."""
+    w.f64(scaling)
+    w.i32(len(centers_deg))
+    for c in centers_deg:
+        w.mat(np.asarray(c).reshape(3, 1))
+    for v in visibilities:
+        w.mat(np.asarray(v).reshape(-1, 1))
