@@ -1,0 +1,188 @@
+"""Unit tests of the fitting building blocks against OpenFace's intermediate dumps
+(``reference/intermediate/*.npz``: one C++ fit each, recorded step by step) and
+against independent formulas."""
+
+from __future__ import annotations
+
+import glob
+
+import cv2
+import numpy as np
+import pytest
+
+from pyclnf._warp_kernels import warp_patches
+from pyclnf.config import settings_for, FitSettings
+from pyclnf.fitting._meanshift_kernels import kde_mean_shift, landmark_likelihoods
+from pyclnf.fitting._rlms_kernels import cholesky_solve
+from pyclnf.fitting.alignment import align_shapes_with_scale
+from pyclnf.image import to_gray_uint8
+from pyclnf.pdm import PDM, update_parameters
+from pyclnf.rotation import (axis_angle_to_matrix, euler_to_matrix, matrix_to_axis_angle,
+                             matrix_to_euler)
+
+
+@pytest.fixture(scope="module")
+def dumps(shared_dir):
+    files = sorted(glob.glob(str(shared_dir / "reference/intermediate/*.npz")))
+    assert len(files) == 6
+    return [np.load(f) for f in files]
+
+
+@pytest.fixture(scope="module")
+def pdm(model_dir):
+    return PDM.from_file(model_dir / "pdms/In-the-wild_aligned_PDM_68.txt")
+
+
+def _gray(shared_dir, d):
+    img = cv2.imread(str(shared_dir / "data/300w-lfpw-test" / str(d["meta_image"]).split("/")[-1]), cv2.IMREAD_COLOR)
+    return to_gray_uint8(img).astype(np.float32)
+
+
+def _warp_matrices(landmarks, sim_ref_to_img, A):
+    a1 = np.float32(sim_ref_to_img[0, 0])
+    b1 = np.float32(-sim_ref_to_img[0, 1])
+    h = np.float32((A - 1) / 2)
+    M = np.zeros((len(landmarks), 2, 3), np.float32)
+    M[:, 0, 0], M[:, 0, 1] = a1, -b1
+    M[:, 1, 0], M[:, 1, 1] = b1, a1
+    M[:, 0, 2] = landmarks[:, 0] - a1 * h + b1 * h
+    M[:, 1, 2] = landmarks[:, 1] - a1 * h - b1 * h
+    return M.astype(np.float64)
+
+
+def test_warp_equals_opencv46_patches(dumps, shared_dir):
+    # Our fixed-point bilinear warp reproduces OpenCV 4.6's warpAffine bit for bit
+    # (tolerance 0: same 1/32-pixel quantisation, same float32 weights).
+    for d in dumps:
+        gray = _gray(shared_dir, d)
+        k = 0
+        while f"step{k}_patches" in d.files:
+            P = d[f"step{k}_patches"]
+            M = _warp_matrices(d[f"step{k}_start_landmarks"], d[f"step{k}_sim_ref_to_img"], P.shape[1])
+            out = warp_patches(gray, M, P.shape[1], np.zeros(len(M), np.bool_))
+            assert np.array_equal(out, P), f"{d['meta_image']} step {k}"
+            k += 1
+
+
+def test_warp_flip_and_border():
+    img = np.arange(20 * 30, dtype=np.float32).reshape(20, 30)
+    M = np.array([[[1.0, 0, 5], [0, 1.0, 3]]])
+    out = warp_patches(img, M, 4, np.array([False]))[0]
+    assert np.array_equal(out, img[3:7, 5:9])
+    flipped = warp_patches(img, M, 4, np.array([True]))[0]
+    assert np.array_equal(flipped, img[3:7, 5:9][:, ::-1])
+    outside = warp_patches(img, np.array([[[1.0, 0, -100], [0, 1.0, -100]]]), 4, np.array([False]))[0]
+    assert np.all(outside == 0)
+
+
+def test_similarity_alignment_matches_dump(dumps):
+    # AlignShapesWithScale: float32 SVD in OpenCV vs float64 here -> agree to 1e-6 relative.
+    for d in dumps:
+        A = align_shapes_with_scale(d["step0_start_landmarks"], d["step0_reference_shape"])
+        np.testing.assert_allclose(A, d["step0_sim_img_to_ref"], rtol=0, atol=1e-6)
+
+
+def test_mean_shift_matches_dump(dumps):
+    # KDE mean shift from the dumped responses and positions; OpenFace's own check
+    # of this rule reproduced its values to 4.6e-5 px, we allow 1e-4 px.
+    for d in dumps:
+        k = 0
+        while f"step{k}_responses" in d.files:
+            R = d[f"step{k}_responses"]
+            sigma = float(d[f"step{k}_sigma"])
+            a = np.float32(-0.5 / (np.float32(sigma) ** 2))
+            dxy = d[f"step{k}_rigid_dxy"]
+            S = d[f"step{k}_sim_ref_to_img"]
+            for it in range(dxy.shape[0]):
+                ms = kde_mean_shift(R, dxy[it, :, 0].astype(np.float32), dxy[it, :, 1].astype(np.float32),
+                                    np.ones(68, np.bool_), a)
+                np.testing.assert_allclose(ms @ S.T, d[f"step{k}_rigid_mean_shifts"][it], atol=1e-4)
+            k += 1
+
+
+def test_landmark_likelihoods_match_dump(dumps):
+    # likelihood at the last executed iteration's positions; float32 sums -> 1e-4 relative
+    for d in dumps:
+        last = max(int(k[4:].split("_")[0]) for k in d.files if k.startswith("step") and k.endswith("_landmark_likelihoods"))
+        R = d[f"step{last}_responses"]
+        dxy = d[f"step{last}_nonrigid_dxy"][-1]
+        ll = landmark_likelihoods(R, dxy[:, 0].astype(np.float32), dxy[:, 1].astype(np.float32),
+                                  np.ones(68, np.bool_), np.float32(d[f"step{last}_sigma"]))
+        np.testing.assert_allclose(ll, d[f"step{last}_landmark_likelihoods"], rtol=1e-4)
+
+
+def test_settings_match_openface_parameters(dumps):
+    for d in dumps:
+        model = "clnf" if "clnf" in str(d["meta_model"]) and "ceclm" not in str(d["meta_model"]) else "ceclm"
+        s = settings_for(model)
+        assert s.sigma == pytest.approx(float(d["param_sigma"]), abs=1e-6)
+        assert s.reg_factor == pytest.approx(float(d["param_reg_factor"]), abs=1e-5)
+        assert list(s.window_sizes) == list(d["window_sizes_init"])
+
+
+def test_wild_settings():
+    s = settings_for("clnf", "wild")
+    assert (s.window_sizes, s.sigma, s.reg_factor, s.weight_factor, s.n_iterations, s.multi_view) == \
+        ([15, 13, 11, 11], 1.25, 35.0, 2.5, 10, True)
+    c = settings_for("ceclm", "wild")
+    assert c.sigma == pytest.approx(1.875) and c.reg_factor == pytest.approx(31.5)
+    with pytest.raises(ValueError):
+        settings_for("clnf", "fast")
+
+
+def test_rotation_round_trips():
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        e = rng.uniform(-1.2, 1.2, 3).astype(np.float32)
+        R = euler_to_matrix(e)
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-6)
+        np.testing.assert_allclose(matrix_to_euler(R), e, atol=2e-4)   # float32 quaternion route
+        r = matrix_to_axis_angle(R)
+        np.testing.assert_allclose(axis_angle_to_matrix(r), R, atol=1e-6)
+
+
+def test_jacobian_matches_finite_differences(pdm):
+    # central differences in float64 of the projection; the analytic Jacobian is
+    # exact for scale/translation/local parameters and first-order for rotations
+    rng = np.random.default_rng(0)
+    p = (rng.standard_normal(pdm.n_modes) * np.sqrt(pdm.eigen_values) * 0.5).astype(np.float32)
+    g = np.array([1.3, 0.1, -0.2, 0.05, 200, 150], np.float32)
+    J = pdm.jacobian(p, g)
+    eps = 1e-3
+    for j in [0, 4, 5] + list(range(6, 12)):
+        dp = np.zeros(6 + pdm.n_modes, np.float32)
+        dp[j] = eps
+        gp, pp = update_parameters(g, p, dp)
+        gm, pm = update_parameters(g, p, -dp)
+        num = (pdm.shape_2d(pp, gp).astype(np.float64) - pdm.shape_2d(pm, gm)) / (2 * eps)
+        ana = np.concatenate([J[:68, j], J[68:, j]])
+        np.testing.assert_allclose(np.concatenate([num[:, 0], num[:, 1]]), ana, rtol=2e-2, atol=2e-2)
+    for j in (1, 2, 3):   # rotations are composed, not added: compare with a small step
+        dp = np.zeros(6 + pdm.n_modes, np.float32)
+        dp[j] = 1e-3
+        g2, p2 = update_parameters(g, p, dp)
+        num = (pdm.shape_2d(p2, g2).astype(np.float64) - pdm.shape_2d(p, g)) / 1e-3
+        ana = np.concatenate([J[:68, j], J[68:, j]])
+        np.testing.assert_allclose(np.concatenate([num[:, 0], num[:, 1]]), ana, rtol=0.05, atol=0.3)
+
+
+def test_params_from_box_extent(pdm):
+    g = pdm.params_from_box((100, 50, 200, 220))
+    x, y, w, h = pdm.bounding_box(np.zeros(pdm.n_modes), g)
+    # the mean shape's extent is fitted into the box: centre exact, size up to aspect mismatch
+    assert x + w / 2 == pytest.approx(200, abs=1e-3) and y + h / 2 == pytest.approx(160, abs=1e-3)
+    # scale = mean of the two box/extent ratios, so the mean of box/size ratios is 1
+    assert (200 / w + 220 / h) / 2 == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cholesky_solve_like_opencv():
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((8, 8)).astype(np.float32)
+    H = (A @ A.T + 8 * np.eye(8)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    x, ok = cholesky_solve(H, b)
+    assert ok
+    np.testing.assert_allclose(x, np.linalg.solve(H.astype(np.float64), b), rtol=1e-4, atol=1e-5)
+    # a singular system gives OpenCV's answer: failure and a zero update
+    x, ok = cholesky_solve(np.zeros((6, 6), np.float32), b[:6])
+    assert not ok and np.all(x == 0)
