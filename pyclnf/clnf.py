@@ -18,6 +18,7 @@ from .backends.numba_backend import NumbaBackend
 from .config import MAIN_DESCRIPTORS, FitSettings, settings_for
 from .fitting.landmark_model import LandmarkModel
 from .fitting.loader import build_landmark_model
+from ._threads import single_threaded_blas
 from .image import check_image, to_gray_uint8
 from .models import find_model_dir
 from .pose import Camera, HeadPose, default_camera, head_pose
@@ -152,7 +153,8 @@ class CLNF:
         s = self.settings if settings is None else settings
         self.model.reset()
         self.model.stats_reset()
-        self.model.fit_box(gray, box, s)
+        with single_threaded_blas():
+            self.model.fit_box(gray, box, s)
         return self._result(gray.shape, camera)
 
     # --- detection --------------------------------------------------------------
@@ -231,7 +233,8 @@ class CLNF:
             except (TypeError, ValueError) as exc:
                 yield None, {"frame": index, "success": False, "confidence": 0.0, "error": str(exc)}
                 continue
-            tracker.step(gray, bgr)
+            with single_threaded_blas():
+                tracker.step(gray, bgr)
             lm, info = self._result(gray.shape, camera)
             info["frame"] = index
             info["tracking"] = tracker.state.tracking_initialised
@@ -260,7 +263,9 @@ class CLNF:
                 yield []
                 continue
             faces = []
-            for k in multi.step(gray, bgr):
+            with single_threaded_blas():
+                active = multi.step(gray, bgr)
+            for k in active:
                 m = multi.trackers[k].model
                 faces.append((k,) + self._result(gray.shape, camera, m))
             yield faces

@@ -107,6 +107,32 @@ class ArrayBackend(PatchExpertBackend):
         elif act != LINEAR:
             raise ValueError(f"unknown activation {act}")
 
+    #: worker threads for the layer products (set by subclasses; 1 = serial)
+    n_threads = 1
+    _pool = None
+
+    def _layers(self, h, g, lo, hi):
+        """Run the group's layers on experts ``lo:hi`` of the batch ``h``."""
+        x = h[lo:hi]
+        for wt, b, act in zip(g.weights_t, g.biases, g.activations):
+            x = np.matmul(x, wt[lo:hi])
+            x += b[lo:hi]
+            self._activate(x, act)
+        return x
+
+    def _run_group(self, h, g):
+        n_g = h.shape[0]
+        work = h.shape[1] * sum(w.shape[1] * w.shape[2] for w in g.weights_t)
+        if self.n_threads <= 1 or n_g < 2 or work < 2_000_000:
+            return self._layers(h, g, 0, n_g)
+        if ArrayBackend._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            ArrayBackend._pool = ThreadPoolExecutor(max_workers=self.n_threads, thread_name_prefix="pyclnf")
+        bounds = np.linspace(0, n_g, self.n_threads + 1).astype(int)
+        futures = [ArrayBackend._pool.submit(self._layers, h, g, lo, hi)
+                   for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+        return np.concatenate([f.result() for f in futures], axis=0)
+
     def _cen(self, areas, plan, plan_pos) -> np.ndarray:
         k = self.kernels
         flip = plan.flip[plan_pos]
@@ -119,11 +145,7 @@ class ArrayBackend(PatchExpertBackend):
         values = np.empty((n_items, P), dtype=np.float32)
         for g in self._cen_groups(plan, plan_pos):
             n_g, m = g.slots.shape
-            h = X[g.slots.reshape(-1)].reshape(n_g, m * P, F)
-            for wt, b, act in zip(g.weights_t, g.biases, g.activations):
-                h = np.matmul(h, wt)
-                h += b
-                self._activate(h, act)
+            h = self._run_group(X[g.slots.reshape(-1)].reshape(n_g, m * P, F), g)
             values[g.slots.reshape(-1)] = h[:, :, 0].reshape(n_g * m, P)
         dense = k.sparse_to_dense(values, w)
         if np.any(flip):

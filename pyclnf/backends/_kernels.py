@@ -8,7 +8,7 @@ flattened column-major too (``xx * 11 + yy``) after a leading bias entry 1.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
 @njit(cache=True, nogil=True)
@@ -31,8 +31,7 @@ def _normalise_row(row, n):
         row[t] *= inv
 
 
-@njit(cache=True, nogil=True)
-def im2col_contrast_norm(areas, support, sparse):
+def _im2col_contrast_norm(areas, support, sparse):
     """im2col with per-window contrast normalisation and a leading bias 1.
 
     Parameters
@@ -53,7 +52,7 @@ def im2col_contrast_norm(areas, support, sparse):
     n = support * support
     P = (w * w - 1) // 2 if sparse else w * w
     out = np.empty((k, P, n + 1), dtype=np.float32)
-    for item in range(k):
+    for item in prange(k):
         row_idx = 0
         lin = 0
         for x in range(w):
@@ -64,12 +63,17 @@ def im2col_contrast_norm(areas, support, sparse):
                     continue
                 row = out[item, row_idx]
                 row[0] = np.float32(1.0)
-                for yy in range(support):
-                    for xx in range(support):
+                for xx in range(support):
+                    for yy in range(support):
                         row[1 + xx * support + yy] = areas[item, y + yy, x + xx]
                 _normalise_row(row, n)
                 row_idx += 1
     return out
+
+
+#: serial and parallel (over the k areas) compilations of the same function
+im2col_contrast_norm = njit(cache=True, nogil=True)(_im2col_contrast_norm)
+im2col_contrast_norm_parallel = njit(cache=True, nogil=True, parallel=True)(_im2col_contrast_norm)
 
 
 @njit(cache=True, nogil=True)

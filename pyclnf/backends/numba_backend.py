@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import types
 
+import numba
 import numpy as np
 
 from . import _kernels
 from ._array_backend import ArrayBackend
 
+def _im2col(areas, support, sparse):
+    """Serial kernel for small batches or one thread, parallel otherwise."""
+    if areas.shape[0] >= 8 and numba.get_num_threads() > 1:
+        return _kernels.im2col_contrast_norm_parallel(areas, support, sparse)
+    return _kernels.im2col_contrast_norm(areas, support, sparse)
+
+
 _NUMBA_KERNELS = types.SimpleNamespace(
-    im2col=_kernels.im2col_contrast_norm,
+    im2col=_im2col,
     sparse_to_dense=_kernels.sparse_to_dense,
     sigmoid_inplace=_kernels.sigmoid_inplace,
     relu_inplace=_kernels.relu_inplace,
@@ -26,6 +34,12 @@ class NumbaBackend(ArrayBackend):
     name = "numba"
     kernels = _NUMBA_KERNELS
 
+    def __init__(self, experts=None):
+        super().__init__(experts)
+        #: layer products are split over this many threads (BLAS itself runs
+        #: single-threaded during fits, as in OpenFace)
+        self.n_threads = max(1, min(2, numba.get_num_threads()))
+
     def prepare(self) -> None:
         """Compile (or load from Numba's cache) every kernel once."""
         warm_up()
@@ -36,6 +50,7 @@ def warm_up() -> None:
     areas = np.zeros((1, 13, 13), np.float32)
     for sparse in (True, False):
         _kernels.im2col_contrast_norm(areas, 11, sparse)
+        _kernels.im2col_contrast_norm_parallel(areas, 11, sparse)
     _kernels.sparse_to_dense(np.zeros((1, 4), np.float32), 3)
     a = np.zeros((1, 2, 2), np.float32)
     _kernels.sigmoid_inplace(a)
