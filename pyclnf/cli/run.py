@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("run")
     r.add_argument("--images", action="store_true",
                    help="treat folders as independent images (detect every face) instead of a sequence")
+    r.add_argument("--multi", action="store_true",
+                   help="track several faces in videos and sequences (OpenFace's FaceLandmarkVidMulti)")
+    r.add_argument("--max-faces", type=int, default=4, help="with --multi: faces tracked at once (default 4)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -175,6 +178,60 @@ def _process_sequence(det, source, stem, out_dir, args) -> tuple:
     return n, n - n_failed, n_bad
 
 
+def _process_multi(det, source, stem, out_dir, args) -> tuple:
+    """Several faces per frame: one CSV row per tracked face (``face_id`` = slot)."""
+    from ..output import CSVWriter, draw_landmarks, json_record
+    writer = CSVWriter(out_dir / f"{stem}.csv", args.landmarks_3d, args.pdm_params)
+    records, n, n_with, n_bad = [], 0, 0, 0
+    frames = []
+    progress = _Progress(source.n_frames, stem, not args.no_progress)
+    video_writer = None
+
+    def gen():
+        for fr in source.frames():
+            frames.append(fr)
+            if fr.image is None:
+                print(f"pyclnf: {stem}: frame {fr.index}: {fr.error}", file=sys.stderr)
+            yield fr.image
+    try:
+        for faces in det.track_multi(gen(), max_faces=args.max_faces):
+            fr = frames.pop()
+            n_bad += fr.image is None
+            ts = source.timestamp(fr.index)
+            vis = None
+            if args.overlay and fr.image is not None:
+                vis = fr.image if fr.image.ndim == 3 else cv2.cvtColor(fr.image, cv2.COLOR_GRAY2BGR)
+                if vis.dtype != np.uint8:
+                    vis = (vis / 257).astype(np.uint8)
+            for face_id, lm, info in faces:
+                writer.write(fr.index + 1, face_id, ts, lm, info,
+                             _points_3d(det, info, fr.image.shape, args) if args.landmarks_3d else None)
+                if args.json:
+                    records.append(json_record(fr.index + 1, face_id, ts, lm, info))
+                if vis is not None:
+                    vis = draw_landmarks(vis, lm, info["success"])
+            if vis is not None:
+                if video_writer is None:
+                    h, w = vis.shape[:2]
+                    video_writer = cv2.VideoWriter(str(out_dir / f"{stem}_overlay.avi"),
+                                                   cv2.VideoWriter_fourcc(*"MJPG"), source.fps or 30.0, (w, h))
+                video_writer.write(vis)
+            n += 1
+            n_with += bool(faces)
+            progress.update()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        progress.close()
+        if video_writer is not None:
+            video_writer.release()
+    writer.close()
+    if args.json:
+        (out_dir / f"{stem}.json").write_text(json.dumps(records))
+    return n, n_with, n_bad
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -221,7 +278,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     continue
             else:
                 src = iter_frames(inp)
-                n, ok, bad = _process_sequence(det, src, stem, out_dir, args)
+                process = _process_multi if args.multi else _process_sequence
+                n, ok, bad = process(det, src, stem, out_dir, args)
                 errors += 1 if bad else 0
             total_frames += n
             total_ok += ok

@@ -48,6 +48,7 @@ __all__ = [
     "cen_block_arrays",
     "cen_slot_arrays",
     "ccnf_view_pack",
+    "default_ccnf_windows",
     "sparse_positions",
 ]
 
