@@ -77,8 +77,12 @@ def lfpw_boxes(shared_dir):
     """The LFPW reference boxes: list of ``(stem, (x, y, width, height))``.
 
     ``boxes.tsv`` holds ``stem x0 y0 x1 y1`` (the ground truth's 0-based
-    extent); the box is ``(x0, y0, x1 - x0, y1 - y0)``.
+    extent); the box is ``(x0, y0, x1 - x0, y1 - y0)``, computed in float32
+    as OpenFace's FaceLandmarkImg does (``cv::Rect_<float>`` from the four
+    floats it reads), so the boxes are exactly the ones OpenFace fitted.
     """
+    import numpy as np
+
     path = shared_dir / "reference" / "lfpw-test" / "boxes.tsv"
     if not path.is_file():
         missing_data(f"test data not found: {path}")
@@ -87,6 +91,6 @@ def lfpw_boxes(shared_dir):
         if not line.strip():
             continue
         stem, x0, y0, x1, y1 = line.split("\t")
-        x0, y0, x1, y1 = (float(v) for v in (x0, y0, x1, y1))
-        boxes.append((stem, (x0, y0, x1 - x0, y1 - y0)))
+        x0, y0, x1, y1 = (np.float32(v) for v in (x0, y0, x1, y1))
+        boxes.append((stem, (float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
     return boxes
