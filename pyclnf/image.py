@@ -6,7 +6,7 @@ Accepted images (numpy arrays, OpenCV's channel order):
 * dtype uint8, uint16 (divided by 256 and rounded, as OpenFace does) or
   float32/float64 with values in [0, 1] (scaled by 255 and rounded).
 
-Everything else raises ``TypeError`` (not an array, unsupported dtype) or
+Everything else raises ``TypeError`` (None, not an array, unsupported dtype) or
 ``ValueError`` (empty, wrong shape, NaN, out-of-range floats).
 """
 
@@ -37,7 +37,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 def check_image(image, name: str = "image") -> np.ndarray:
     """Validate an image array and return it as a numpy array (no copy)."""
     if image is None:
-        raise ValueError(f"{name} is None (was the file read successfully?)")
+        raise TypeError(f"{name} is None, not an image array (was the file read successfully?)")
     if not isinstance(image, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(image).__name__}")
     if image.size == 0:
