@@ -110,7 +110,7 @@ class CLNF:
         from ._warp_kernels import warp_patches
         warm_up()
         warp_patches(np.zeros((4, 4), np.float32), np.zeros((1, 2, 3)), 2, np.zeros(1, np.bool_))
-        r = np.zeros((1, 3, 3), np.float32)
+        r = np.ones((1, 3, 3), np.float32)
         v = np.ones(1, np.bool_)
         d = np.zeros(1, np.float32)
         ms.kde_mean_shift(r, d, d, v, np.float32(-0.5))

@@ -60,7 +60,8 @@ class FrameSource:
         self.name = name
 
     def timestamp(self, index: int) -> float:
-        """Seconds since the first frame (``index / fps``, as OpenFace)."""
+        """Seconds since the first frame (``index / fps`` for videos and
+        webcams; 0 for image sequences, as OpenFace writes)."""
         return index / self.fps if self.fps > 0 else 0.0
 
     def frames(self) -> Iterator[Frame]:
@@ -113,10 +114,11 @@ def iter_frames(source: Union[str, os.PathLike, int]) -> FrameSource:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise ValueError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-        return FrameSource("images", files, 30.0, len(files), path.name)
+        # OpenFace writes timestamp 0 for every frame of an image sequence
+        return FrameSource("images", files, 0.0, len(files), path.name)
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
-        return FrameSource("image", [path], 30.0, 1, path.stem)
+        return FrameSource("image", [path], 0.0, 1, path.stem)
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():

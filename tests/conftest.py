@@ -27,6 +27,19 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    """Make runs reproducible and keep them out of the user's home:
+
+    * ``backend="auto"`` resolves to the reference Numba backend (the ONNX and
+      CoreML backends have their own tests that name them explicitly; the
+      automatic choice itself is tested in ``test_backend_selection.py``);
+    * exports made on first use go to a temporary cache, not ``~/.cache``.
+    """
+    import tempfile
+    os.environ.setdefault("PYCLNF_BACKEND", "numba")
+    os.environ.setdefault("PYCLNF_CACHE_DIR", tempfile.mkdtemp(prefix="pyclnf-test-cache-"))
+
+
 def in_ci() -> bool:
     """True under ``CI=true``: missing test data must then fail, not skip."""
     return os.environ.get("CI", "").strip().lower() == "true"

@@ -72,3 +72,7 @@ def select_best_backend(verbose: bool = False) -> str:
 
 __all__ = ["PatchExpertBackend", "NumbaBackend", "NumpyBackend", "get_backend_class",
            "select_best_backend", "available_backend_names"]
+
+from .benchmark import benchmark_backends  # noqa: E402  (needs the names above)
+
+__all__.append("benchmark_backends")

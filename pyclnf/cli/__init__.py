@@ -17,6 +17,8 @@ __all__ = ["SUBCOMMANDS", "RUN_MODULE", "main"]
 #: Subcommand name -> module implementing it, imported lazily.
 SUBCOMMANDS = {
     "models": "pyclnf.cli.models",
+    "export": "pyclnf.cli.export",
+    "benchmark": "pyclnf.cli.benchmark",
 }
 #: Module handling everything that is not a registered subcommand.
 RUN_MODULE = "pyclnf.cli.run"

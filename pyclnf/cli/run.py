@@ -112,6 +112,9 @@ def _process_images(det, files: List[Path], stem: str, out_dir: Path, args) -> t
     except BaseException:
         writer.abort()
         raise
+    if n_bad == len(files):
+        writer.abort()   # nothing readable: leave no CSV behind
+        return 0, 0, n_bad
     writer.close()
     if args.json:
         (out_dir / f"{stem}.json").write_text(json.dumps(records))

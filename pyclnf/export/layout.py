@@ -32,7 +32,6 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from ..backends._array_backend import ccnf_sigma
 from ..models.cen import CENExpert
 from ..patch_experts import PatchExpertSet, SUPPORT
 
@@ -49,6 +48,7 @@ __all__ = [
     "cen_slot_arrays",
     "ccnf_view_pack",
     "default_ccnf_windows",
+    "settings_ccnf_windows",
     "sparse_positions",
 ]
 
@@ -338,7 +338,8 @@ def ccnf_view_pack(experts: PatchExpertSet, scale: int, view: int, window: int) 
 
     The arithmetic is that of the Numba reference
     (:class:`pyclnf.backends._array_backend.ArrayBackend`): the same neuron
-    rows and the same :func:`~pyclnf.backends._array_backend.ccnf_sigma`.
+    rows and the covariance of :func:`~pyclnf.backends._array_backend.ccnf_sigma`
+    (inverted in one batch).
     """
     if experts.kind != "ccnf":
         raise TypeError(f"ccnf_view_pack needs CCNF experts, got {experts.kind!r}")
@@ -358,7 +359,7 @@ def ccnf_view_pack(experts: PatchExpertSet, scale: int, view: int, window: int) 
             rows.append(np.concatenate([[np.float32(neuron.bias)], flat]))
         rows_all.append(np.array(rows, dtype=np.float32).T)
         alphas.append(np.array([2.0 * n.alpha if n.alpha > 1e-4 else 0.0 for n in e.neurons]))
-        sigmas.append(ccnf_sigma(e, comps, window)[:, col_perm])
+        sigmas.append(_ccnf_precision(e, comps, window))
     K = len(rows_all)
     n_neurons = max((a.size for a in alphas), default=1)
     weights = np.zeros((K, N_FEATURES, n_neurons), np.float32)
@@ -366,9 +367,39 @@ def ccnf_view_pack(experts: PatchExpertSet, scale: int, view: int, window: int) 
     for k in range(K):
         weights[k, :, :rows_all[k].shape[1]] = rows_all[k]
         alpha2[k, :alphas[k].size, 0] = alphas[k]
-    sigma = np.stack(sigmas).astype(np.float32) if K else np.zeros((0, window * window, window * window),
-                                                                       np.float32)
+    if K:
+        # one batched inversion (much faster than K calls); same arithmetic as ccnf_sigma
+        from .._threads import single_threaded_blas
+        with single_threaded_blas():
+            sigma = np.linalg.inv(np.stack(sigmas).astype(np.float64)).astype(np.float32)[:, :, col_perm]
+    else:
+        sigma = np.zeros((0, window * window, window * window), np.float32)
     return CCNFViewPack(plan.landmarks.copy(), weights, alpha2, np.ascontiguousarray(sigma), window)
+
+
+def _ccnf_precision(expert, components, window: int) -> np.ndarray:
+    """``2 * (sum(alpha) I + sum_b beta_b S_b)`` in float32, the matrix that
+    :func:`~pyclnf.backends._array_backend.ccnf_sigma` inverts (same operations)."""
+    n = window * window
+    sum_alpha = np.float32(0)
+    for neuron in expert.neurons:
+        sum_alpha = np.float32(sum_alpha + np.float32(neuron.alpha))
+    q = sum_alpha * np.eye(n, dtype=np.float32)
+    for beta, comp in zip(expert.betas, components):
+        q = q + np.float32(beta) * comp.astype(np.float32)
+    return np.float32(2) * q
+
+
+def settings_ccnf_windows(scale: int) -> List[int]:
+    """Window sizes the main model's settings presets (default, wild, and
+    the small windows of tracking) use at patch scale ``scale``, sorted."""
+    from ..config import FitSettings
+    ws = set()
+    for s in (FitSettings.default(), FitSettings.wild()):
+        for sizes in (s.window_sizes, s.window_sizes_small):
+            if scale < len(sizes) and sizes[scale] > 0:
+                ws.add(int(sizes[scale]))
+    return sorted(ws)
 
 
 def default_ccnf_windows(experts: PatchExpertSet, scale: int, extra: Sequence[int] = ()) -> List[int]:

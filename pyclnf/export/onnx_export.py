@@ -53,7 +53,6 @@ A chain of ``If`` nodes picks the view's branch; each branch runs one batched
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 

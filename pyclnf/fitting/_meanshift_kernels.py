@@ -24,7 +24,8 @@ def kde_mean_shift(responses, dxs, dys, visible, a):
 
     Returns
     -------
-    (n, 2) float32 shifts (x, y) in response-map pixels; 0 for invisible.
+    (n, 2) float32 shifts (x, y) in response-map pixels; 0 for invisible
+    landmarks and for all-zero maps.
 
     Notes
     -----
@@ -65,6 +66,10 @@ def kde_mean_shift(responses, dxs, dys, visible, a):
                 s += v
                 mx += v * np.float32(jj)
                 my += v * np.float32(ii)
+        if s == 0:
+            # an all-zero map has no mode: OpenFace would divide by zero
+            # (NaN parameters); stay in place instead
+            continue
         out[i, 0] = mx / s - dx
         out[i, 1] = my / s - dy
     return out

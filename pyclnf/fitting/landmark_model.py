@@ -278,7 +278,8 @@ class LandmarkModel:
                 st.landmarks = self.pdm.shape_2d(p, g)
         if settings.validate_detections and ok and self.validator is not None:
             st.detection_certainty = float(self.validator.check(st.params_global[1:4], gray_u8, st.landmarks))
-            st.detection_success = st.detection_certainty > settings.validation_boundary
+            # OpenFace compares float certainty with a float boundary (0.725f)
+            st.detection_success = bool(F32(st.detection_certainty) > F32(settings.validation_boundary))
         else:
             st.detection_success = ok
             st.detection_certainty = 1.0 if ok else 0.0

@@ -1,0 +1,207 @@
+"""Host side shared by the backends that run exported models (ONNX, CoreML).
+
+The exported *fused* models take already contrast-normalised features (the
+Numba kernel :func:`~pyclnf.backends._kernels.im2col_contrast_norm`) and
+return sparse CEN values or full CCNF maps; this module orders the areas the
+way the export's layout expects (:mod:`pyclnf.export.layout`), mirrors the
+patches of mirrored experts, runs the model and undoes all of it.  Subclasses
+only say how to run a model (:meth:`FusedModelBackend._run_cen_fused`,
+:meth:`~FusedModelBackend._run_cen_landmark`, :meth:`~FusedModelBackend._run_ccnf`).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from typing import Dict
+
+import numpy as np
+
+from ..patch_experts import SUPPORT
+from . import _kernels
+from .base import PatchExpertBackend
+from .numba_backend import _NUMBA_KERNELS
+
+log = logging.getLogger("pyclnf.backends")
+
+#: Requests with at most this many areas (and not the whole view) use the
+#: per-landmark CEN models instead of the fused one.
+SMALL_REQUEST = 4
+
+
+class FusedModelBackend(PatchExpertBackend):
+    """A backend that evaluates exported per-scale fused models.
+
+    Parameters
+    ----------
+    experts : PatchExpertSet, optional
+    export_dir : path, optional
+        Export folder to use (and build if stale); default the user cache.
+    windows : sequence of int, optional
+        CCNF window sizes the export must have.  Default: any current
+        export is used; a first-use export holds the windows PyCLNF's
+        settings presets use at each scale
+        (:func:`pyclnf.export.layout.settings_ccnf_windows`); other sizes
+        are built in memory when first needed.
+    verbose : bool
+        Print what the backend does (device, exports) on stdout.
+    """
+
+    #: "onnx" or "coreml"
+    export_format = ""
+
+    def __init__(self, experts=None, *, export_dir=None, windows=None, verbose: bool = False):
+        self.export_dir = export_dir
+        self.windows = windows
+        self.verbose = bool(verbose)
+        self.export = None
+        super().__init__(experts)
+
+    # --- set-up -------------------------------------------------------------
+    def _on_bind(self) -> None:
+        self.export = None
+        self._layouts: Dict[tuple, tuple] = {}
+        self._reset_models()
+
+    def _reset_models(self) -> None:
+        """Drop loaded models (subclasses)."""
+
+    def _say(self, msg: str) -> None:
+        log.info(msg)
+        if self.verbose:
+            print(f"pyclnf: {msg}")
+
+    def ensure_exported(self):
+        """Export the bound experts if there is no current export (first use).
+
+        Returns
+        -------
+        pyclnf.export.ExportResult
+        """
+        if self.experts is None:
+            raise RuntimeError(f"{type(self).__name__} has no patch experts: call load_models() or bind() first")
+        if self.export is None:
+            from ..export import ensure_export
+            build = None
+            if self.experts.kind == "ccnf" and self.windows is None:
+                # a first-use export holds only the windows PyCLNF's settings use at each
+                # scale (all sizes: ~0.5 GB); others are built in memory when needed
+                from ..export.layout import settings_ccnf_windows
+                build = {s: settings_ccnf_windows(s) or [11] for s in range(self.experts.n_scales)}
+            res = ensure_export(self.export_format, self.experts, self.export_dir, self.windows, owner=self,
+                                build_windows=build)
+            if res.rebuilt:
+                self._say(f"exported {self.experts.kind.upper()} patch experts to {self.export_format} in "
+                          f"{res.seconds:.1f} s ({res.folder}; {res.reason})")
+            self.export = res
+        return self.export
+
+    def _scale_entry(self, scale: int) -> dict:
+        return self.ensure_exported().manifest.scales[scale]
+
+    def prepare(self) -> None:
+        """Compile the host kernels, export if needed, load every fused model
+        and run each once (excluded from timings)."""
+        from .numba_backend import warm_up
+        warm_up()
+        self.ensure_exported()
+        ex = self.experts
+        for s in range(ex.n_scales):
+            w = 11
+            if ex.kind == "cen":
+                plan = ex.plan(s, 0)
+                if plan.landmarks.size:
+                    self.responses(np.zeros((plan.landmarks.size, w + SUPPORT - 1, w + SUPPORT - 1), np.float32),
+                                   plan.landmarks, s, 0)
+            else:
+                self._ccnf_model_ready(s, w)
+
+    # --- model runners (subclasses) ---------------------------------------------
+    @abstractmethod
+    def _run_cen_fused(self, scale: int, view: int, features: np.ndarray) -> np.ndarray:
+        """(K, P, 122) float32 features -> (K, P) float32 values."""
+
+    @abstractmethod
+    def _run_cen_landmark(self, scale: int, landmark: int, view: int, areas: np.ndarray) -> np.ndarray:
+        """(n, A, A) float32 areas -> (n, w, w) float32 responses."""
+
+    @abstractmethod
+    def _run_ccnf(self, scale: int, window: int, view: int, features: np.ndarray) -> np.ndarray:
+        """(K, w*w, 122) float32 dense features -> (K, w, w) float32 responses."""
+
+    def _ccnf_model_ready(self, scale: int, window: int) -> None:
+        """Load (or build) the CCNF model of a window ahead of use (optional)."""
+
+    # --- arithmetic ---------------------------------------------------------
+    def _layout(self, scale: int, view: int):
+        key = (scale, view)
+        lay = self._layouts.get(key)
+        if lay is None:
+            from ..export.layout import cen_view_layout
+            v = cen_view_layout(self.experts, scale, view)
+            item_of_plan = np.empty(v.plan_pos.size, np.int64)
+            item_of_plan[v.plan_pos] = np.arange(v.plan_pos.size)
+            lay = (v, item_of_plan, np.nonzero(v.flip)[0])
+            self._layouts[key] = lay
+        return lay
+
+    def _compute(self, areas, plan_pos, scale, view):
+        plan = self.experts.plan(scale, view)
+        K = plan.landmarks.size
+        unique = np.unique(plan_pos).size == plan_pos.size
+        if self.experts.kind == "cen":
+            if not unique or (plan_pos.size <= SMALL_REQUEST and plan_pos.size < K):
+                return self._cen_by_landmark(areas, plan.landmarks[plan_pos], scale, view)
+            return self._cen_fused(areas, plan_pos, scale, view, K)
+        return self._ccnf(areas, plan_pos, scale, view, K, unique)
+
+    def _cen_by_landmark(self, areas, landmarks, scale, view):
+        out = np.empty((areas.shape[0], areas.shape[1] - SUPPORT + 1, areas.shape[2] - SUPPORT + 1), np.float32)
+        for lm in np.unique(landmarks):
+            idx = np.nonzero(landmarks == lm)[0]
+            out[idx] = self._run_cen_landmark(scale, int(lm), view, np.ascontiguousarray(areas[idx]))
+        return out
+
+    def _cen_fused(self, areas, plan_pos, scale, view, K):
+        lay, item_of_plan, flipped = self._layout(scale, view)
+        A = areas.shape[1]
+        w = A - SUPPORT + 1
+        items = item_of_plan[plan_pos]
+        if plan_pos.size == K:
+            a = np.empty_like(areas)
+        else:
+            a = np.zeros((K, A, A), np.float32)
+        a[items] = areas
+        if flipped.size:
+            a[flipped] = a[flipped][:, :, ::-1]
+        X = _NUMBA_KERNELS.im2col(a, SUPPORT, True)
+        values = np.ascontiguousarray(self._run_cen_fused(scale, view, X), dtype=np.float32)
+        dense = _kernels.sparse_to_dense(values, w)
+        if flipped.size:
+            dense[flipped] = dense[flipped][:, :, ::-1]
+        return dense[items]
+
+    def _ccnf(self, areas, plan_pos, scale, view, K, unique):
+        if not unique:
+            # the same landmark twice: evaluate in rounds of distinct landmarks
+            out = np.empty((areas.shape[0], areas.shape[1] - SUPPORT + 1, areas.shape[2] - SUPPORT + 1),
+                           np.float32)
+            remaining = np.arange(plan_pos.size)
+            while remaining.size:
+                _, first = np.unique(plan_pos[remaining], return_index=True)
+                sel = remaining[first]
+                out[sel] = self._ccnf(areas[sel], plan_pos[sel], scale, view, K, True)
+                remaining = np.setdiff1d(remaining, sel)
+            return out
+        A = areas.shape[1]
+        w = A - SUPPORT + 1
+        if plan_pos.size == K and unique and np.all(plan_pos == np.arange(K)):
+            a = areas
+        else:
+            a = np.zeros((K, A, A), np.float32)
+            a[plan_pos] = areas
+        X = _NUMBA_KERNELS.im2col(a, SUPPORT, False)
+        resp = np.ascontiguousarray(self._run_ccnf(scale, w, view, X), dtype=np.float32)
+        if a is areas:
+            return resp
+        return resp[plan_pos]

@@ -1,0 +1,209 @@
+"""Export OpenFace patch experts to ONNX and CoreML.
+
+:func:`export_onnx` / :func:`export_coreml` export the patch experts of a
+model folder (``pyclnf export onnx|coreml`` on the command line);
+:func:`ensure_export` is what the accelerated backends call: it reuses a
+current export (see :mod:`pyclnf.export.manifest`) and rebuilds a stale one.
+What the exported models compute is documented in
+:mod:`pyclnf.export.onnx_export` and :mod:`pyclnf.export.coreml_export`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import tempfile
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence
+
+from ..patch_experts import PatchExpertSet
+from .manifest import (ExportManifest, StagedExport, check_export, default_export_dir, read_manifest,
+                       source_entries)
+
+__all__ = ["FORMATS", "ExportResult", "load_expert_set", "ensure_export", "export_onnx", "export_coreml",
+           "default_export_dir", "read_manifest"]
+
+log = logging.getLogger("pyclnf.export")
+
+#: Export formats.
+FORMATS = ("onnx", "coreml")
+
+
+@dataclass
+class ExportResult:
+    """Outcome of an export request.
+
+    Attributes
+    ----------
+    folder : Path
+        The export folder (holds ``manifest.json``).
+    manifest : ExportManifest
+    rebuilt : bool
+        True if the models were (re)written by this call, False if a current
+        export was reused.
+    seconds : float
+        Wall time of the call, seconds.
+    reason : str
+        Why the export was rebuilt ("" if reused).
+    """
+
+    folder: Path
+    manifest: ExportManifest
+    rebuilt: bool
+    seconds: float
+    reason: str = ""
+
+
+def load_expert_set(model_dir=None, model: str = "ceclm", scales: Optional[Sequence[int]] = None
+                    ) -> PatchExpertSet:
+    """Read the main model's patch experts of ``model`` ("ceclm" or "clnf")."""
+    from ..config import MAIN_DESCRIPTORS
+    from ..models import find_model_dir
+    from ..models.descriptor import read_main_descriptor
+    if model not in MAIN_DESCRIPTORS:
+        raise ValueError(f"model must be one of {sorted(MAIN_DESCRIPTORS)}, got {model!r}")
+    root = find_model_dir(model_dir, required=(MAIN_DESCRIPTORS[model],))
+    desc = read_main_descriptor(root / MAIN_DESCRIPTORS[model])
+    if scales is not None:
+        n = len(desc.detector.patch_files)
+        bad = [s for s in scales if not 0 <= int(s) < n]
+        if bad:
+            raise ValueError(f"scales must be in [0, {n}) for model {model!r}, got {list(scales)}")
+    return PatchExpertSet.from_descriptor(desc.detector, None if scales is None else [int(s) for s in scales])
+
+
+def _normalise_windows(experts: PatchExpertSet, windows) -> Optional[Dict[int, list]]:
+    """None, a sequence of window sizes for every scale, or a dict scale -> sizes."""
+    if windows is None:
+        return None
+    if isinstance(windows, dict):
+        out = {int(k): sorted({int(w) for w in v}) for k, v in windows.items()}
+    else:
+        ws = sorted({int(w) for w in windows})
+        out = {s: ws for s in range(experts.n_scales)}
+    for ws in out.values():
+        for w in ws:
+            if w < 3 or w % 2 == 0:
+                raise ValueError(f"CCNF window sizes must be odd and >= 3, got {w}")
+    return out
+
+
+def _temporary_folder(owner) -> Path:
+    """A temporary folder removed when ``owner`` is collected (or at exit)."""
+    tmp = tempfile.TemporaryDirectory(prefix="pyclnf-export-")
+    if owner is not None:
+        weakref.finalize(owner, tmp.cleanup)
+    else:
+        atexit.register(tmp.cleanup)
+    return Path(tmp.name)
+
+
+def ensure_export(fmt: str, experts: PatchExpertSet, out_dir=None, windows=None, force: bool = False,
+                  progress: Optional[Callable[[Path], None]] = None, owner=None,
+                  build_windows=None) -> ExportResult:
+    """Return a current export of ``experts`` in format ``fmt``, building it if needed.
+
+    Parameters
+    ----------
+    fmt : {"onnx", "coreml"}
+    experts : PatchExpertSet
+        With ``source_files`` (read from a model folder): exported to
+        ``out_dir`` or the user cache and reused while the sources' SHA-256
+        match.  Without (built in memory): exported to a temporary folder that
+        lives as long as ``owner`` (or the process).
+    out_dir : path, optional
+    windows : sequence of int or dict scale -> sequence, optional
+        CCNF window sizes (default: every size PyCLNF's settings use).  When
+        given, an existing export must have exactly these.
+    force : bool
+        Rebuild even if current.
+    progress : callable(path), optional
+        Called after each written file.
+    owner : object, optional
+        Keeps a temporary export folder alive (see above).
+    build_windows : sequence of int or dict scale -> sequence, optional
+        CCNF only, with ``windows=None``: any current export is accepted, and
+        a new one is built with these windows (instead of all of them).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    t0 = time.perf_counter()
+    wins = _normalise_windows(experts, windows) if experts.kind == "ccnf" else None
+    options = None if (experts.kind == "ccnf" and wins is None) else _options(experts, wins)
+    files = list(experts.source_files)
+    if files and len(files) != experts.n_scales:
+        raise ValueError(f"experts name {len(files)} source files for {experts.n_scales} scales")
+    sources = []
+    if files:
+        folder = Path(out_dir) if out_dir is not None else default_export_dir(fmt, experts.kind, files)
+        sources = source_entries(files)
+        if not force:
+            m, reason = check_export(folder, fmt, files, options, sources)
+            if m is not None:
+                return ExportResult(folder, m, False, time.perf_counter() - t0)
+        else:
+            reason = "rebuild forced"
+    else:
+        folder = Path(out_dir) if out_dir is not None else _temporary_folder(owner)
+        reason = "patch experts built in memory (no source files)"
+    if wins is None and experts.kind == "ccnf" and build_windows is not None:
+        wins = _normalise_windows(experts, build_windows)
+    log.info("exporting %s %s patch experts to %s: %s", experts.kind.upper(), fmt, folder, reason)
+    with StagedExport(folder) as stage:
+        if fmt == "onnx":
+            from .onnx_export import OPSET, onnx_package_versions, write_onnx_models
+            scales = write_onnx_models(experts, stage.path, wins, progress)
+            opset, packages = OPSET, onnx_package_versions()
+        else:
+            from .coreml_export import coreml_package_versions, write_coreml_models, SPEC_TARGET
+            scales = write_coreml_models(experts, stage.path, wins, progress)
+            opset, packages = SPEC_TARGET, coreml_package_versions()
+        if experts.kind == "ccnf" and options is None:
+            options = _options(experts, {e["index"]: e["windows"] for e in scales})
+        manifest = ExportManifest(format=fmt, kind=experts.kind, sources=sources, scales=scales,
+                                  options=options or {}, opset=opset, packages=packages)
+        stage.commit(manifest)
+    return ExportResult(folder, manifest, True, time.perf_counter() - t0, reason)
+
+
+def _options(experts: PatchExpertSet, wins) -> dict:
+    if experts.kind != "ccnf":
+        return {}
+    return {"windows": {str(k): list(v) for k, v in sorted(wins.items())}}
+
+
+def export_onnx(model_dir=None, out_dir=None, model: str = "ceclm", scales: Optional[Sequence[int]] = None,
+                windows=None, force: bool = False, progress=None) -> ExportResult:
+    """Export the patch experts of ``model`` in ``model_dir`` to ONNX.
+
+    Parameters
+    ----------
+    model_dir : path, optional
+        OpenFace model folder (default: the located one).
+    out_dir : path, optional
+        Export folder (default: the user cache, see :mod:`pyclnf.export.manifest`).
+    model : {"ceclm", "clnf"}
+    scales : sequence of int, optional
+        Scale indices (default all).
+    windows : sequence of int, optional
+        CCNF window sizes (default: all PyCLNF's settings use).
+    force : bool
+        Rebuild even if the folder holds a current export.
+    progress : callable(path), optional
+
+    Returns
+    -------
+    ExportResult
+    """
+    experts = load_expert_set(model_dir, model, scales)
+    return ensure_export("onnx", experts, out_dir, windows, force, progress)
+
+
+def export_coreml(model_dir=None, out_dir=None, model: str = "ceclm", scales: Optional[Sequence[int]] = None,
+                  windows=None, force: bool = False, progress=None) -> ExportResult:
+    """Export the patch experts of ``model`` to CoreML ML Programs (see :func:`export_onnx`)."""
+    experts = load_expert_set(model_dir, model, scales)
+    return ensure_export("coreml", experts, out_dir, windows, force, progress)
