@@ -46,12 +46,10 @@ def _stack_padded(mats: List[np.ndarray]) -> np.ndarray:
     return out
 
 
-def ccnf_sigma(expert, components, window: int) -> np.ndarray:
-    """CCNF's CRF covariance for one expert and window size.
-
-    ``Sigma = inv(2 * (sum(alpha) * I + sum_b beta_b * S_b))``, (w*w, w*w)
-    float32; ``components`` are the scale's S_b for this window (may be empty).
-    """
+def ccnf_precision(expert, components, window: int) -> np.ndarray:
+    """CCNF's CRF precision ``2 * (sum(alpha) * I + sum_b beta_b * S_b)``,
+    (w*w, w*w) float32 as OpenFace builds it; ``components`` are the scale's
+    S_b for this window (may be empty)."""
     n = window * window
     sum_alpha = np.float32(0)
     for neuron in expert.neurons:
@@ -59,8 +57,12 @@ def ccnf_sigma(expert, components, window: int) -> np.ndarray:
     q = sum_alpha * np.eye(n, dtype=np.float32)
     for beta, comp in zip(expert.betas, components):
         q = q + np.float32(beta) * comp.astype(np.float32)
-    inv = np.linalg.inv((np.float32(2) * q).astype(np.float64))
-    return inv.astype(np.float32)
+    return np.float32(2) * q
+
+
+def ccnf_sigma(expert, components, window: int) -> np.ndarray:
+    """CCNF's CRF covariance: the inverse of :func:`ccnf_precision`, float32."""
+    return np.linalg.inv(ccnf_precision(expert, components, window).astype(np.float64)).astype(np.float32)
 
 
 class ArrayBackend(PatchExpertBackend):

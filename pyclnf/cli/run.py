@@ -83,6 +83,29 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+def _bgr8(img: np.ndarray) -> np.ndarray:
+    """A frame as 8-bit BGR for drawing (16-bit scaled down, gray expanded)."""
+    vis = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    return (vis / 257).astype(np.uint8) if vis.dtype != np.uint8 else vis
+
+
+class _OverlayVideo:
+    """Writes ``<stem>_overlay.avi`` (MJPG) once the first frame is known."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps, self.writer = path, fps or 30.0, None
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.writer is None:
+            h, w = frame.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), self.fps, (w, h))
+        self.writer.write(frame)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
 def _process_images(det, files: List[Path], stem: str, out_dir: Path, args) -> tuple:
     """Independent images: detect and fit every face; one CSV row per face."""
     from ..output import CSVWriter, draw_landmarks, json_record
@@ -98,9 +121,7 @@ def _process_images(det, files: List[Path], stem: str, out_dir: Path, args) -> t
                 n_bad += 1
                 continue
             results = det.detect_and_fit(img, return_all_faces=True, camera=_camera(args, img.shape))
-            overlay = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-            if overlay.dtype != np.uint8:
-                overlay = (overlay / 257).astype(np.uint8)
+            overlay = _bgr8(img)
             for face_id, (lm, info) in enumerate(results):
                 writer.write(i, face_id, 0.0, lm, info, _points_3d(det, info, img.shape, args))
                 records.append(json_record(i, face_id, 0.0, lm, info) | {"file": f.name})
@@ -133,7 +154,7 @@ def _process_sequence(det, source, stem, out_dir, args) -> tuple:
     from ..output import CSVWriter, draw_landmarks, json_record
     writer = CSVWriter(out_dir / f"{stem}.csv", args.landmarks_3d, args.pdm_params)
     records, n, n_failed, n_bad = [], 0, 0, 0
-    video_writer = None
+    video = _OverlayVideo(out_dir / f"{stem}_overlay.avi", source.fps) if args.overlay else None
     progress = _Progress(source.n_frames, stem, not args.no_progress)
     try:
         frames_iter = source.frames()
@@ -155,16 +176,8 @@ def _process_sequence(det, source, stem, out_dir, args) -> tuple:
             writer.write(idx + 1, 0, ts, lm, info, _points_3d(det, info, img.shape, args) if lm is not None else None)
             if args.json:
                 records.append(json_record(idx + 1, 0, ts, lm, info))
-            if args.overlay and img is not None:
-                vis = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-                if vis.dtype != np.uint8:
-                    vis = (vis / 257).astype(np.uint8)
-                vis = draw_landmarks(vis, lm, info["success"])
-                if video_writer is None:
-                    h, w = vis.shape[:2]
-                    video_writer = cv2.VideoWriter(str(out_dir / f"{stem}_overlay.avi"),
-                                                   cv2.VideoWriter_fourcc(*"MJPG"), source.fps or 30.0, (w, h))
-                video_writer.write(vis)
+            if video is not None and img is not None:
+                video.write(draw_landmarks(_bgr8(img), lm, info["success"]))
             n += 1
             n_failed += 0 if info["success"] else 1
             progress.update()
@@ -173,8 +186,8 @@ def _process_sequence(det, source, stem, out_dir, args) -> tuple:
         raise
     finally:
         progress.close()
-        if video_writer is not None:
-            video_writer.release()
+        if video is not None:
+            video.close()
     writer.close()
     if args.json:
         (out_dir / f"{stem}.json").write_text(json.dumps(records))
@@ -188,7 +201,7 @@ def _process_multi(det, source, stem, out_dir, args) -> tuple:
     records, n, n_with, n_bad = [], 0, 0, 0
     frames = []
     progress = _Progress(source.n_frames, stem, not args.no_progress)
-    video_writer = None
+    video = _OverlayVideo(out_dir / f"{stem}_overlay.avi", source.fps) if args.overlay else None
 
     def gen():
         for fr in source.frames():
@@ -201,11 +214,7 @@ def _process_multi(det, source, stem, out_dir, args) -> tuple:
             fr = frames.pop()
             n_bad += fr.image is None
             ts = source.timestamp(fr.index)
-            vis = None
-            if args.overlay and fr.image is not None:
-                vis = fr.image if fr.image.ndim == 3 else cv2.cvtColor(fr.image, cv2.COLOR_GRAY2BGR)
-                if vis.dtype != np.uint8:
-                    vis = (vis / 257).astype(np.uint8)
+            vis = _bgr8(fr.image) if video is not None and fr.image is not None else None
             for face_id, lm, info in faces:
                 writer.write(fr.index + 1, face_id, ts, lm, info,
                              _points_3d(det, info, fr.image.shape, args) if args.landmarks_3d else None)
@@ -214,11 +223,7 @@ def _process_multi(det, source, stem, out_dir, args) -> tuple:
                 if vis is not None:
                     vis = draw_landmarks(vis, lm, info["success"])
             if vis is not None:
-                if video_writer is None:
-                    h, w = vis.shape[:2]
-                    video_writer = cv2.VideoWriter(str(out_dir / f"{stem}_overlay.avi"),
-                                                   cv2.VideoWriter_fourcc(*"MJPG"), source.fps or 30.0, (w, h))
-                video_writer.write(vis)
+                video.write(vis)
             n += 1
             n_with += bool(faces)
             progress.update()
@@ -227,8 +232,8 @@ def _process_multi(det, source, stem, out_dir, args) -> tuple:
         raise
     finally:
         progress.close()
-        if video_writer is not None:
-            video_writer.release()
+        if video is not None:
+            video.close()
     writer.close()
     if args.json:
         (out_dir / f"{stem}.json").write_text(json.dumps(records))

@@ -32,6 +32,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ..backends._array_backend import ccnf_precision
 from ..models.cen import CENExpert
 from ..patch_experts import PatchExpertSet, SUPPORT
 
@@ -359,7 +360,7 @@ def ccnf_view_pack(experts: PatchExpertSet, scale: int, view: int, window: int) 
             rows.append(np.concatenate([[np.float32(neuron.bias)], flat]))
         rows_all.append(np.array(rows, dtype=np.float32).T)
         alphas.append(np.array([2.0 * n.alpha if n.alpha > 1e-4 else 0.0 for n in e.neurons]))
-        sigmas.append(_ccnf_precision(e, comps, window))
+        sigmas.append(ccnf_precision(e, comps, window))
     K = len(rows_all)
     n_neurons = max((a.size for a in alphas), default=1)
     weights = np.zeros((K, N_FEATURES, n_neurons), np.float32)
@@ -377,17 +378,6 @@ def ccnf_view_pack(experts: PatchExpertSet, scale: int, view: int, window: int) 
     return CCNFViewPack(plan.landmarks.copy(), weights, alpha2, np.ascontiguousarray(sigma), window)
 
 
-def _ccnf_precision(expert, components, window: int) -> np.ndarray:
-    """``2 * (sum(alpha) I + sum_b beta_b S_b)`` in float32, the matrix that
-    :func:`~pyclnf.backends._array_backend.ccnf_sigma` inverts (same operations)."""
-    n = window * window
-    sum_alpha = np.float32(0)
-    for neuron in expert.neurons:
-        sum_alpha = np.float32(sum_alpha + np.float32(neuron.alpha))
-    q = sum_alpha * np.eye(n, dtype=np.float32)
-    for beta, comp in zip(expert.betas, components):
-        q = q + np.float32(beta) * comp.astype(np.float32)
-    return np.float32(2) * q
 
 
 def settings_ccnf_windows(scale: int) -> List[int]:

@@ -40,3 +40,22 @@ def write_patch_header(w: BinaryWriter, scaling, centers_deg, visibilities) -> N
         w.mat(np.asarray(c).reshape(3, 1))
     for v in visibilities:
         w.mat(np.asarray(v).reshape(-1, 1))
+
+
+class ViewLayoutMixin:
+    """Properties shared by :class:`~pyclnf.models.cen.CENScale` and
+    :class:`~pyclnf.models.ccnf.CCNFScale` (fields ``centers_deg``,
+    ``visibilities``, ``experts``)."""
+
+    @property
+    def centers(self) -> np.ndarray:
+        """(n_views, 3) float64 view centres in radians."""
+        return self.centers_deg.astype(np.float64) * np.pi / 180.0
+
+    @property
+    def n_views(self) -> int:
+        return len(self.experts)
+
+    @property
+    def n_points(self) -> int:
+        return self.visibilities.shape[1]

@@ -27,7 +27,7 @@ from typing import List, Optional
 import numpy as np
 
 from ._binary import BinaryReader, BinaryWriter
-from ._patch_header import read_patch_header, write_patch_header
+from ._patch_header import ViewLayoutMixin, read_patch_header, write_patch_header
 
 EXPERT_RECORD = 5
 NEURON_RECORD = 2
@@ -64,7 +64,7 @@ class CCNFExpert:
 
 
 @dataclass
-class CCNFScale:
+class CCNFScale(ViewLayoutMixin):
     """Every expert of one CCNF file (one patch scale)."""
 
     patch_scaling: float
@@ -73,19 +73,6 @@ class CCNFScale:
     window_sizes: List[int]          #: window sizes with CRF components
     sigma_components: List[List[np.ndarray]]  #: per window, list of (w*w, w*w) arrays
     experts: List[List[CCNFExpert]]  #: [view][landmark]
-
-    @property
-    def centers(self) -> np.ndarray:
-        """(n_views, 3) float64 view centres in radians."""
-        return self.centers_deg.astype(np.float64) * np.pi / 180.0
-
-    @property
-    def n_views(self) -> int:
-        return len(self.experts)
-
-    @property
-    def n_points(self) -> int:
-        return self.visibilities.shape[1]
 
 
 def read_ccnf(path) -> CCNFScale:

@@ -26,7 +26,7 @@ from typing import List
 import numpy as np
 
 from ._binary import BinaryReader, BinaryWriter
-from ._patch_header import read_patch_header, write_patch_header
+from ._patch_header import ViewLayoutMixin, read_patch_header, write_patch_header
 
 EXPERT_RECORD = 6
 SIGMOID, LINEAR, RELU = 0, 1, 2
@@ -62,7 +62,7 @@ class CENExpert:
 
 
 @dataclass
-class CENScale:
+class CENScale(ViewLayoutMixin):
     """Every expert of one CEN file (one patch scale)."""
 
     patch_scaling: float
@@ -71,19 +71,6 @@ class CENScale:
     mirror_inds: np.ndarray   #: (n_points,) int32
     mirror_views: np.ndarray  #: (n_views,) int32
     experts: List[List[CENExpert]]  #: [view][landmark]
-
-    @property
-    def centers(self) -> np.ndarray:
-        """(n_views, 3) float64 view centres in radians."""
-        return self.centers_deg.astype(np.float64) * np.pi / 180.0
-
-    @property
-    def n_views(self) -> int:
-        return len(self.experts)
-
-    @property
-    def n_points(self) -> int:
-        return self.visibilities.shape[1]
 
 
 def read_cen(path) -> CENScale:
