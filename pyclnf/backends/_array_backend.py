@@ -14,7 +14,6 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ..models.cen import LINEAR, RELU, SIGMOID
 from ..patch_experts import SUPPORT
 from .base import PatchExpertBackend
 
@@ -69,7 +68,7 @@ class ArrayBackend(PatchExpertBackend):
     """CPU backend parameterised by a kernel table (see subclasses)."""
 
     #: kernel table: im2col(areas, support, sparse), sparse_to_dense(values, w),
-    #: sigmoid_inplace(a), relu_inplace(a), ccnf_neuron_sum(z, alpha2, w),
+    #: bias_activation_inplace(a, b, act), ccnf_neuron_sum(z, alpha2, w),
     #: shift_min_to_zero(r)
     kernels = None
 
@@ -101,14 +100,6 @@ class ArrayBackend(PatchExpertBackend):
         self._cen_cache[key] = groups
         return groups
 
-    def _activate(self, a: np.ndarray, act: int) -> None:
-        if act == SIGMOID:
-            self.kernels.sigmoid_inplace(a)
-        elif act == RELU:
-            self.kernels.relu_inplace(a)
-        elif act != LINEAR:
-            raise ValueError(f"unknown activation {act}")
-
     #: worker threads for the layer products (set by subclasses; 1 = serial)
     n_threads = 1
     _pool = None
@@ -118,8 +109,7 @@ class ArrayBackend(PatchExpertBackend):
         x = h[lo:hi]
         for wt, b, act in zip(g.weights_t, g.biases, g.activations):
             x = np.matmul(x, wt[lo:hi])
-            x += b[lo:hi]
-            self._activate(x, act)
+            self.kernels.bias_activation_inplace(x, b[lo:hi], act)
         return x
 
     def _run_group(self, h, g):

@@ -20,8 +20,7 @@ def _im2col(areas, support, sparse):
 _NUMBA_KERNELS = types.SimpleNamespace(
     im2col=_im2col,
     sparse_to_dense=_kernels.sparse_to_dense,
-    sigmoid_inplace=_kernels.sigmoid_inplace,
-    relu_inplace=_kernels.relu_inplace,
+    bias_activation_inplace=_kernels.bias_activation_inplace,
     ccnf_neuron_sum=_kernels.ccnf_neuron_sum,
     shift_min_to_zero=_kernels.shift_min_to_zero,
 )
@@ -53,7 +52,7 @@ def warm_up() -> None:
         _kernels.im2col_contrast_norm_parallel(areas, 11, sparse)
     _kernels.sparse_to_dense(np.zeros((1, 4), np.float32), 3)
     a = np.zeros((1, 2, 2), np.float32)
-    _kernels.sigmoid_inplace(a)
-    _kernels.relu_inplace(a)
+    for act in (0, 1, 2):
+        _kernels.bias_activation_inplace(a, np.zeros((1, 1, 2), np.float32), act)
     _kernels.ccnf_neuron_sum(np.zeros((1, 9, 2), np.float32), np.zeros((1, 2)), 3)
     _kernels.shift_min_to_zero(np.zeros((1, 3, 3), np.float32))

@@ -61,6 +61,14 @@ def relu_inplace(a):
     np.maximum(a, 0, out=a)
 
 
+def bias_activation_inplace(a, b, act):
+    a += b
+    if act == 0:
+        sigmoid_inplace(a)
+    elif act == 2:
+        relu_inplace(a)
+
+
 def ccnf_neuron_sum(z, alpha2, w):
     k, P, K = z.shape
     s = (alpha2[:, None, :] / (1.0 + np.exp(-z.astype(np.float64)))).sum(axis=2).astype(np.float32)
@@ -74,8 +82,8 @@ def shift_min_to_zero(r):
 
 
 _NUMPY_KERNELS = types.SimpleNamespace(
-    im2col=im2col, sparse_to_dense=sparse_to_dense, sigmoid_inplace=sigmoid_inplace,
-    relu_inplace=relu_inplace, ccnf_neuron_sum=ccnf_neuron_sum, shift_min_to_zero=shift_min_to_zero)
+    im2col=im2col, sparse_to_dense=sparse_to_dense, bias_activation_inplace=bias_activation_inplace,
+    ccnf_neuron_sum=ccnf_neuron_sum, shift_min_to_zero=shift_min_to_zero)
 
 
 class NumpyBackend(ArrayBackend):
