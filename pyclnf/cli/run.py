@@ -150,74 +150,44 @@ def _points_3d(det, info, shape, args):
     return det.landmarks_3d(info, cam)
 
 
-def _process_sequence(det, source, stem, out_dir, args) -> tuple:
+def _faces_per_frame(det, images, args):
+    """Per frame, a list of (face_id, landmarks or None, info): one entry per
+    frame when tracking one face (OpenFace's FeatureExtraction writes every
+    frame), the tracked faces with ``--multi`` (FaceLandmarkVidMulti)."""
+    if args.multi:
+        yield from det.track_multi(images, max_faces=args.max_faces)
+        return
+    for lm, info in det.track(images):
+        yield [(0, lm, info)]
+
+
+def _process_stream(det, source, stem, out_dir, args) -> tuple:
+    """A video, image folder or webcam: one CSV row per face and frame.
+
+    Returns (frames, frames with a successful face, undecodable frames).
+    """
     from ..output import CSVWriter, draw_landmarks, json_record
     writer = CSVWriter(out_dir / f"{stem}.csv", args.landmarks_3d, args.pdm_params)
-    records, n, n_failed, n_bad = [], 0, 0, 0
-    video = _OverlayVideo(out_dir / f"{stem}_overlay.avi", source.fps) if args.overlay else None
-    progress = _Progress(source.n_frames, stem, not args.no_progress)
-    try:
-        frames_iter = source.frames()
-        images = []
-
-        def gen():
-            for fr in frames_iter:
-                images.append(fr)
-                yield fr.image
-        for lm, info in det.track(gen()):
-            idx = info["frame"]
-            fr = images.pop() if images else None
-            img = fr.image if fr is not None else None
-            ts = source.timestamp(idx)
-            if lm is None:
-                why = fr.error if fr is not None and fr.error else info.get("error")
-                print(f"pyclnf: {stem}: frame {idx}: {why}", file=sys.stderr)
-                n_bad += 1
-            writer.write(idx + 1, 0, ts, lm, info, _points_3d(det, info, img.shape, args) if lm is not None else None)
-            if args.json:
-                records.append(json_record(idx + 1, 0, ts, lm, info))
-            if video is not None and img is not None:
-                video.write(draw_landmarks(_bgr8(img), lm, info["success"]))
-            n += 1
-            n_failed += 0 if info["success"] else 1
-            progress.update()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        progress.close()
-        if video is not None:
-            video.close()
-    writer.close()
-    if args.json:
-        (out_dir / f"{stem}.json").write_text(json.dumps(records))
-    return n, n - n_failed, n_bad
-
-
-def _process_multi(det, source, stem, out_dir, args) -> tuple:
-    """Several faces per frame: one CSV row per tracked face (``face_id`` = slot)."""
-    from ..output import CSVWriter, draw_landmarks, json_record
-    writer = CSVWriter(out_dir / f"{stem}.csv", args.landmarks_3d, args.pdm_params)
-    records, n, n_with, n_bad = [], 0, 0, 0
+    records, n, n_ok, n_bad = [], 0, 0, 0
     frames = []
     progress = _Progress(source.n_frames, stem, not args.no_progress)
     video = _OverlayVideo(out_dir / f"{stem}_overlay.avi", source.fps) if args.overlay else None
 
-    def gen():
+    def images():
         for fr in source.frames():
             frames.append(fr)
             if fr.image is None:
                 print(f"pyclnf: {stem}: frame {fr.index}: {fr.error}", file=sys.stderr)
             yield fr.image
     try:
-        for faces in det.track_multi(gen(), max_faces=args.max_faces):
+        for faces in _faces_per_frame(det, images(), args):
             fr = frames.pop()
             n_bad += fr.image is None
             ts = source.timestamp(fr.index)
             vis = _bgr8(fr.image) if video is not None and fr.image is not None else None
             for face_id, lm, info in faces:
-                writer.write(fr.index + 1, face_id, ts, lm, info,
-                             _points_3d(det, info, fr.image.shape, args) if args.landmarks_3d else None)
+                pts3 = _points_3d(det, info, fr.image.shape, args) if lm is not None else None
+                writer.write(fr.index + 1, face_id, ts, lm, info, pts3)
                 if args.json:
                     records.append(json_record(fr.index + 1, face_id, ts, lm, info))
                 if vis is not None:
@@ -225,7 +195,7 @@ def _process_multi(det, source, stem, out_dir, args) -> tuple:
             if vis is not None:
                 video.write(vis)
             n += 1
-            n_with += bool(faces)
+            n_ok += any(info["success"] for _, _, info in faces)
             progress.update()
     except BaseException:
         writer.abort()
@@ -237,7 +207,7 @@ def _process_multi(det, source, stem, out_dir, args) -> tuple:
     writer.close()
     if args.json:
         (out_dir / f"{stem}.json").write_text(json.dumps(records))
-    return n, n_with, n_bad
+    return n, n_ok, n_bad
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -286,8 +256,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     continue
             else:
                 src = iter_frames(inp)
-                process = _process_multi if args.multi else _process_sequence
-                n, ok, bad = process(det, src, stem, out_dir, args)
+                n, ok, bad = _process_stream(det, src, stem, out_dir, args)
                 errors += 1 if bad else 0
             total_frames += n
             total_ok += ok
