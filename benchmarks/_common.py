@@ -39,6 +39,14 @@ def rerun_pinned(script: str, threads: int, extra) -> int:
     return subprocess.call(cmd, env=env)
 
 
+def run_on_one_and_two_cores(script: str, extra) -> int:
+    """Re-run ``script`` pinned to 1 core, then to 2 cores; OR of the exit codes."""
+    rc = 0
+    for n in (1, 2):
+        rc |= rerun_pinned(script, n, extra)
+    return rc
+
+
 def lfpw_boxes(limit=None):
     rows = (SHARED / "reference/lfpw-test/boxes.tsv").read_text().splitlines()[1:]
     out = []

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import MODEL_DIR, OPENFACE_MS_PER_FIT, SHARED, lfpw_boxes, rerun_pinned, set_threads  # noqa: E402
+from _common import MODEL_DIR, OPENFACE_MS_PER_FIT, SHARED, lfpw_boxes, run_on_one_and_two_cores, set_threads  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -33,10 +33,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads is None:
         extra = ["--limit", str(args.limit), "--wild-limit", str(args.wild_limit)] + (["--no-numpy"] if args.no_numpy else [])
-        rc = 0
-        for n in (1, 2):
-            rc |= rerun_pinned(os.path.abspath(__file__), n, extra)
-        return rc
+        return run_on_one_and_two_cores(os.path.abspath(__file__), extra)
     set_threads(args.threads)
     import cv2
     import numpy as np

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import MODEL_DIR, OPENFACE_TRACK_FPS, SHARED, rerun_pinned, set_threads  # noqa: E402
+from _common import MODEL_DIR, OPENFACE_TRACK_FPS, SHARED, run_on_one_and_two_cores, set_threads  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -28,10 +28,7 @@ def main(argv=None) -> int:
     videos = args.video or ["default.wmv", "changeLighting.wmv"]
     if args.threads is None:
         extra = sum((["--video", v] for v in videos), [])
-        rc = 0
-        for n in (1, 2):
-            rc |= rerun_pinned(os.path.abspath(__file__), n, extra)
-        return rc
+        return run_on_one_and_two_cores(os.path.abspath(__file__), extra)
     set_threads(args.threads)
     from pyclnf import CLNF
     from pyclnf.models.synthetic import write_synthetic_cen_set

@@ -7,8 +7,6 @@ Coordinates are OpenFace's: landmarks are (68, 2) arrays of ``(x, y)`` in
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
@@ -21,7 +19,7 @@ from .fitting.loader import build_landmark_model
 from ._threads import single_threaded_blas
 from .image import check_image, to_gray_uint8
 from .models import find_model_dir
-from .pose import Camera, HeadPose, default_camera, head_pose
+from .pose import Camera, default_camera, head_pose
 
 
 def _check_box(bbox, shape):

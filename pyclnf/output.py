@@ -15,9 +15,8 @@ radians.  OpenFace writes ", " between values; so does :class:`CSVWriter`.
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List
 
 import cv2
 import numpy as np

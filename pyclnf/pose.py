@@ -8,7 +8,7 @@ for an uncalibrated image: ``fx = fy = (500 * w / 640 + 500 * h / 480) / 2``,
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import cv2
 import numpy as np

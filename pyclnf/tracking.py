@@ -11,7 +11,6 @@ re-detection fits from the new box with OpenFace's 11 rotation hypotheses.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 

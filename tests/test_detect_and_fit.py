@@ -31,23 +31,14 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
+from _samples import SAMPLE_IMAGES
 from pyclnf.clnf import CLNF
 from pyclnf.datasets import landmarks_from_row, mean_distance, read_openface_csv, tight_box
 from pyclnf.errors import NoFaceFoundError, PyclnfError
 from pyclnf.tracking import box_iou
 
 MODELS = ["clnf", "ceclm"]
-SAMPLES = [
-    "multi_face_img.png",
-    "sample1.jpg",
-    "sample2.jpg",
-    "sample3.jpg",
-    "sample4.jpg",
-    "sample5.jpg",
-    "sample6.jpg",
-    "sample3_16bit_gray.png",
-    "sample3_16bit_rgb.png",
-]
+SAMPLES = SAMPLE_IMAGES
 
 #: IoU between the landmark boxes of a matched pair (brief: >= 0.8).
 MIN_IOU = 0.8

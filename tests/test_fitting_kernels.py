@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pyclnf._warp_kernels import warp_patches
-from pyclnf.config import settings_for, FitSettings
+from pyclnf.config import settings_for
 from pyclnf.fitting._meanshift_kernels import kde_mean_shift, landmark_likelihoods
 from pyclnf.fitting._rlms_kernels import cholesky_solve
 from pyclnf.fitting.alignment import align_shapes_with_scale

@@ -30,22 +30,13 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
+from _samples import SAMPLE_IMAGES
 from pyclnf.detection import DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, MTCNNDetector
 from pyclnf.detection import _cnn
 from pyclnf.detection.mtcnn import nms, resize_bilinear
 from pyclnf.errors import ModelFormatError, ModelNotFoundError
 
-SAMPLES = [
-    "multi_face_img.png",
-    "sample1.jpg",
-    "sample2.jpg",
-    "sample3.jpg",
-    "sample4.jpg",
-    "sample5.jpg",
-    "sample6.jpg",
-    "sample3_16bit_gray.png",
-    "sample3_16bit_rgb.png",
-]
+SAMPLES = SAMPLE_IMAGES
 
 MIN_IOU = 0.75
 MIN_MEAN_IOU = 0.82

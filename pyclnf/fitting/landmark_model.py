@@ -113,7 +113,6 @@ class LandmarkModel:
         """Forget the current fit (as OpenFace's ``CLNF::Reset``)."""
         n, m = self.pdm.n_points, self.pdm.n_modes
         self.state = FitState(np.array([1, 0, 0, 0, 0, 0], F32), np.zeros(m, F32), np.zeros((n, 2), F32))
-        self.state.parts = [p.model.state for p in self.parts]
         for p in self.parts:
             p.model.reset()
 
@@ -332,12 +331,12 @@ class LandmarkModel:
             stored.append((float(F32(lhood)), self.state.params_global.copy(), self.state.params_local))
         order = sorted(range(len(stored)), key=lambda i: -stored[i][0])[:3]
         best = None
-        success = False
         certainty = 0.0
         for i in order:
             self.state.params_global = stored[i][1].copy()
             self.state.params_local = stored[i][2].copy()
-            success = self.detect_landmarks(gray_u8, settings, rest_windows, gray_f32)
+            self.detect_landmarks(gray_u8, settings, rest_windows, gray_f32)
+            # OpenFace keeps the certainty of the last refit, not the best one's
             certainty = self.state.detection_certainty
             if best is None or best.model_likelihood < self.state.model_likelihood:
                 best = self.snapshot()

@@ -9,7 +9,6 @@ Paths are relative to the descriptor's folder.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
