@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -83,6 +84,8 @@ class Fault:
         request with 416. bad_range: answer a Range request with 206 but the
         whole file (``Content-Range: bytes 0-...``). overlong: the file plus
         extra bytes, without Content-Length, ended by closing the connection.
+        slow: the body in 2 KiB pieces, ``after`` milliseconds apart (so that
+        concurrent installs overlap).
     times : int or None
         How many requests it applies to (None: all).
     """
@@ -208,6 +211,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
+        if kind == "slow":
+            for i in range(0, len(body), 2048):
+                self.wfile.write(body[i:i + 2048])
+                self.wfile.flush()
+                time.sleep(fault.after / 1000)
+            return
         if fault and fault.kind == "drop":
             self.wfile.write(body[:fault.after])
             self.wfile.flush()

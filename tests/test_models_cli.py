@@ -159,16 +159,51 @@ def test_install_with_mirror_against_release_fails_on_stand_ins(model_server, tm
     assert len(verify_models(target).valid) == len(release_manifest()) - 4
 
 
-def test_install_from_openface_folder(model_server, tmp_path, capsys):
+def test_install_from_openface_folder_refuses_then_allows_stand_ins(model_server, tmp_path,
+                                                                     capsys):
     target = tmp_path / "models"
     rc = main(["models", "install", "--from", str(shared_model_dir()), "--model-dir",
                str(target), "--accept-license"])
+    assert rc == 1
+    out, err = capsys.readouterr()
+    last = _last_line(err)
+    assert "4 file(s) could not be installed" in last and "--allow-modified" in last
+    assert all(p in last for p in CEN_PATHS)
+    assert all(release_manifest()[p].sha256 in out for p in CEN_PATHS)  # the mismatch named
+    assert not any((target / p).exists() for p in CEN_PATHS)
+
+    rc = main(["models", "install", "--from", str(shared_model_dir()), "--model-dir",
+               str(target), "--accept-license", "--allow-modified"])
     assert rc == 0
     out, _ = capsys.readouterr()
-    assert f"copied:        {len(release_manifest())}" in out
+    assert "copied:        4" in out
+    assert f"already valid: {len(release_manifest()) - 4}" in out
     assert "different from the OpenFace 2.2.0 release manifest (kept): 4" in out
     assert all(p in out for p in CEN_PATHS)
     assert model_server.requests == []
+
+
+def test_install_from_corrupted_source_exits_1_naming_the_file(small_release, model_server,
+                                                               tmp_path, capsys):
+    source = copy_subset(shared_model_dir(), tmp_path / "src", SMALL_PATHS)
+    victim = source / "main_ceclm_general.txt"
+    data = bytearray(victim.read_bytes())
+    data[0] ^= 0x20
+    victim.write_bytes(bytes(data))
+    target = tmp_path / "models"
+    args = ["models", "install", "--from", str(source), "--model-dir", str(target),
+            "--mirror", model_server.base_url, "--accept-license", "--no-progress"]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert "main_ceclm_general.txt" in _last_line(err) and "SHA-256" in _last_line(err)
+    assert small_release["main_ceclm_general.txt"].sha256 in out
+    assert not (target / "main_ceclm_general.txt").exists()
+    assert model_server.requests == []  # a refused copy is not replaced by a download
+    # verify then names it missing, and the --allow-modified copy is what the user asked for
+    assert main(["models", "verify", "--model-dir", str(target)]) == 1
+    assert "main_ceclm_general.txt (missing)" in _last_line(capsys.readouterr().err)
+    assert main(args + ["--allow-modified"]) == 0
+    assert (target / "main_ceclm_general.txt").read_bytes() == bytes(data)
 
 
 def test_install_without_consent_is_one_line_error(small_release, model_server, tmp_path,

@@ -34,6 +34,7 @@ from pyclnf.models import (
     verify_models,
 )
 from pyclnf.models.download import part_path
+from pyclnf.models.install import LOCK_NAME
 
 FAST = dict(timeout=5.0, retry_wait=0.0)
 
@@ -63,7 +64,9 @@ def _install(server, model_dir, manifest, **kw):
 
 
 def _files_under(folder):
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    """Files in ``folder`` (relative paths), without the install's lock file."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and p.name != LOCK_NAME)
 
 
 # -- full installs ---------------------------------------------------------------------------
@@ -239,7 +242,7 @@ def test_404_is_reported_with_url(model_server, tmp_path, small_manifest):
     assert "404" in str(info.value)
     assert not isinstance(info.value, ModelVerificationError)
     assert len(model_server.requests_for("tris_68.txt")) == 1  # a 404 is not retried
-    assert list((tmp_path / "m").iterdir()) == []  # neither the file nor a .part
+    assert _files_under(tmp_path / "m") == []  # neither the file nor a .part
 
 
 @pytest.mark.parametrize("kind", ["drop", "close"])
@@ -333,28 +336,72 @@ def test_nothing_to_install_needs_no_consent(model_server, tmp_path, small_manif
 
 # -- installing from an existing OpenFace folder ---------------------------------------------
 
-def test_from_openface_folder_reports_the_differing_stand_ins(model_server, tmp_path):
+def test_from_openface_folder_refuses_the_differing_stand_ins(model_server, tmp_path):
     target = tmp_path / "models"
     result = install_models(accept_license=True, progress=False, model_dir=target,
                             source_dir=shared_model_dir())
-    assert model_server.requests == []  # nothing downloaded
-    assert result.ok and result.downloaded == ()
+    assert model_server.requests == []  # nothing downloaded, not even for the refused ones
+    assert not result.ok and result.downloaded == () and result.differing == ()
+    assert sorted(result.copied) == sorted(set(release_manifest().paths) - set(CEN_PATHS))
+    assert sorted(f.path for f in result.failures) == sorted(CEN_PATHS)
+    assert sorted(f.path for f in result.refused) == sorted(CEN_PATHS)
+    for f in result.failures:
+        assert isinstance(f.error, ModelVerificationError)
+        msg = str(f.error)
+        assert f.path in msg and "SHA-256" in msg and "allow_modified" in msg
+        assert release_manifest()[f.path].sha256 in msg  # the expected hash is named
+    for rel in CEN_PATHS:  # nothing under the final name, no .part left
+        assert not (target / rel).exists() and not part_path(target / rel).exists()
+    assert all(rel in result.format() for rel in CEN_PATHS)
+    with pytest.raises(ModelVerificationError, match="cen_patches_0.25_of.dat"):
+        result.raise_for_failures()
+
+
+def test_from_openface_folder_keeps_the_stand_ins_when_allowed(model_server, tmp_path):
+    target = tmp_path / "models"
+    result = install_models(accept_license=True, progress=False, model_dir=target,
+                            source_dir=shared_model_dir(), allow_modified=True)
+    assert model_server.requests == []
+    assert result.ok and result.downloaded == () and result.refused == ()
     assert sorted(result.copied) == sorted(release_manifest().paths)
     assert sorted(f.path for f in result.differing) == sorted(CEN_PATHS)
     assert all(f.status == "wrong_size" for f in result.differing)
-    for rel in CEN_PATHS:  # kept, not refused
+    for rel in CEN_PATHS:  # kept, byte for byte
         assert (target / rel).read_bytes() == (shared_model_dir() / rel).read_bytes()
     text = result.format()
     assert all(rel in text for rel in CEN_PATHS)
     assert _files_under(target) == sorted(release_manifest().paths)
 
 
-def test_ensure_models_warns_about_differing_copies(tmp_path):
+def test_corrupted_source_file_is_refused_then_downloadable(model_server, tmp_path):
+    """Issue 8: a corrupted --from file was installed and reported as fine."""
+    manifest = release_manifest().subset(SMALL_PATHS)
+    source = copy_subset(shared_model_dir(), tmp_path / "src", SMALL_PATHS)
+    data = bytearray((source / "tris_68.txt").read_bytes())
+    data[100] ^= 0x01  # same size, one bit flipped
+    (source / "tris_68.txt").write_bytes(bytes(data))
+    target = tmp_path / "models"
+    with pytest.raises(ModelVerificationError, match="tris_68.txt.*SHA-256"):
+        ensure_models(accept_license=True, progress=False, model_dir=target,
+                      source_dir=source, manifest=manifest)
+    assert not (target / "tris_68.txt").exists()
+    report = verify_models(target, manifest)
+    assert [f.path for f in report.missing] == ["tris_68.txt"]
+    # The repair verify suggests (an install from the official files) works.
+    assert _install(model_server, target, manifest).downloaded == ("tris_68.txt",)
+    assert verify_models(target, manifest).ok
+
+
+def test_ensure_models_warns_about_kept_differing_copies(tmp_path):
     manifest = release_manifest().subset(["tris_68.txt", CEN_PATHS[0]])
     with pytest.warns(UserWarning, match="cen_patches_0.25_of.dat"):
         path = ensure_models(accept_license=True, progress=False, model_dir=tmp_path / "m",
-                             source_dir=shared_model_dir(), manifest=manifest)
+                             source_dir=shared_model_dir(), manifest=manifest,
+                             allow_modified=True)
     assert path == tmp_path / "m"
+    with pytest.raises(ModelVerificationError, match="cen_patches_0.25_of.dat"):
+        ensure_models(accept_license=True, progress=False, model_dir=tmp_path / "m0",
+                      source_dir=shared_model_dir(), manifest=manifest)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ensure_models(progress=False, model_dir=tmp_path / "m2",
@@ -387,8 +434,12 @@ def test_from_folder_without_model_files(tmp_path, small_manifest):
 def test_from_the_target_folder_itself(tmp_path):
     manifest = release_manifest().subset(["tris_68.txt"])
     (tmp_path / "tris_68.txt").write_bytes(b"my own triangles")
+    refused = install_models(accept_license=True, model_dir=tmp_path, source_dir=tmp_path,
+                             manifest=manifest)
+    assert [f.status for f in refused.refused] == ["wrong_size"] and not refused.ok
+    assert (tmp_path / "tris_68.txt").read_bytes() == b"my own triangles"  # not deleted
     result = install_models(accept_license=True, model_dir=tmp_path, source_dir=tmp_path,
-                            manifest=manifest)
+                            manifest=manifest, allow_modified=True)
     assert result.copied == ("tris_68.txt",)
     assert [f.status for f in result.differing] == ["wrong_size"]
     assert (tmp_path / "tris_68.txt").read_bytes() == b"my own triangles"
@@ -443,3 +494,55 @@ def test_file_mirror_url(tmp_path, small_manifest):
                          mirror=mirror, manifest=small_manifest)
     assert verify_models(path, small_manifest).ok
     assert os.listdir(tmp_path / "m")  # files arrived
+
+
+# -- concurrent installs into one folder -----------------------------------------------------
+
+_RACER = r"""
+import sys
+from pyclnf.models import install_models, release_manifest, verify_models
+from pyclnf.models.manifest import manifest_from_dir
+target, mirror, shared = sys.argv[1:4]
+manifest = release_manifest().subset(sys.argv[4:])
+result = install_models(accept_license=True, progress=False, model_dir=target, mirror=mirror,
+                        manifest=manifest, timeout=30.0, retry_wait=0.0)
+# What this install reports must hold when it returns: every file it called valid is valid.
+report = verify_models(target, manifest)
+print("REPORT", int(result.ok), int(report.ok), report.format().replace("\n", " | "))
+"""
+
+
+def test_concurrent_installs_leave_nothing_corrupt_under_a_final_name(model_server, tmp_path):
+    """10 installs into one folder, started 40 ms apart while the server is slow
+    (each file takes ~0.2-1 s), so that they overlap; before the folder was
+    locked, 3 of 10 such races left a corrupt file that an install called valid."""
+    import subprocess
+    import sys
+    import time
+
+    from _models_support import REPO_ROOT
+
+    manifest = release_manifest().subset(SMALL_PATHS)
+    for rel in SMALL_PATHS:
+        model_server.set_fault(rel, "slow", after=15)  # 15 ms per 2 KiB piece
+    target = tmp_path / "models"
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    procs = []
+    for i in range(10):
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(target), model_server.base_url,
+             str(shared_model_dir()), *SMALL_PATHS],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        time.sleep(0.04)
+    overlapped = procs[0].poll() is None  # the first was still running when the last started
+    outputs = [p.communicate(timeout=120) for p in procs]
+    lines = [next((ln for ln in out.splitlines() if ln.startswith("REPORT")), f"CRASH {err}")
+             for out, err in outputs]
+    assert all(p.returncode == 0 for p in procs), lines
+    # Every install reports success, and at the moment it returned the folder was valid.
+    assert all(ln.startswith("REPORT 1 1") for ln in lines), "\n".join(lines)
+    assert verify_models(target, manifest).ok
+    assert overlapped
+    # One install downloaded each file once; the others waited and found them valid.
+    assert sorted(r.path for r in model_server.requests) == sorted(SMALL_PATHS)
+    assert not [p for p in target.rglob("*.part")]

@@ -2,8 +2,8 @@
 
 ::
 
-    pyclnf models install [--from DIR] [--mirror URL] [--accept-license]
-                          [--model-dir DIR] [--no-progress]
+    pyclnf models install [--from DIR [--allow-modified]] [--mirror URL]
+                          [--accept-license] [--model-dir DIR] [--no-progress]
     pyclnf models verify  [--model-dir DIR]
     pyclnf models where
 
@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--from", dest="source_dir", metavar="DIR",
                      help="copy from this OpenFace model folder, OpenFace source tree or "
                           "binary install; files it lacks are downloaded. Copies that differ "
-                          "from the release are kept and reported")
+                          "from the release are refused (exit 1) unless --allow-modified")
+    src.add_argument("--allow-modified", action="store_true",
+                     help="install copies from --from that differ from the release "
+                          "(retrained or stand-in models), reporting each")
     src.add_argument("--mirror", metavar="URL",
                      help="download from this mirror of OpenFace's source tree instead "
                           "(files at URL/lib/local/LandmarkDetector/model/<path>)")
@@ -91,12 +94,18 @@ def _install(args) -> int:
         model_dir=args.model_dir,
         mirror=args.mirror,
         source_dir=args.source_dir,
+        allow_modified=args.allow_modified,
     )
     print(result.format())
     if not result.ok:
         names = ", ".join(f.path for f in result.failures)
+        hint = "run the command again to retry (downloads resume)"
+        if result.refused:
+            hint = (f"{len(result.refused)} differ from the release in {args.source_dir} "
+                    f"(SHA-256 mismatch) and were refused; add --allow-modified to install "
+                    f"them anyway")
         return _error("install", f"{len(result.failures)} file(s) could not be installed: "
-                                 f"{names}; run the command again to retry (downloads resume)")
+                                 f"{names}; {hint}")
     return 0
 
 

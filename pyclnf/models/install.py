@@ -5,9 +5,11 @@ nothing). The rest are, after the user has accepted OpenFace's licence (see
 :mod:`pyclnf.models.license`):
 
 1. copied from ``source_dir``, an OpenFace install or source tree the user
-   already has, when it holds them. Copies whose SHA-256 differs from the
-   manifest are *kept and reported*, not refused: they may be deliberate
-   (retrained or stand-in models);
+   already has, when it holds them. A copy whose size or SHA-256 differs from
+   the manifest is *refused* (reported as a failure, nothing under its final
+   name) unless ``allow_modified=True`` (``--allow-modified``): modified
+   models may be deliberate (retrained or stand-in models) but must be asked
+   for;
 2. downloaded from OpenFace's official addresses, or from ``mirror``, a base
    URL under which every file sits at its path in OpenFace's source tree
    (``<mirror>/lib/local/LandmarkDetector/model/<path>``). Downloads resume,
@@ -17,14 +19,18 @@ nothing). The rest are, after the user has accepted OpenFace's licence (see
 :func:`install_models` returns an :class:`InstallResult`;
 :func:`ensure_models` is the one-call form that returns the folder or raises.
 
-Two installs into the same folder at the same time are not coordinated; a
-clash shows up as a hash mismatch and is undone by running the install again.
+Two installs into the same folder (threads or processes) are serialised by a
+lock file, :data:`LOCK_NAME`, in that folder: the second waits, then finds the
+files the first installed valid. Every file installed is checked again under
+the lock before the install reports success.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -38,7 +44,10 @@ from .locate import default_model_dir, openface_model_folder
 from .manifest import ModelFile, as_manifest
 from .verify import OK, WRONG_HASH, WRONG_SIZE, FileStatus, check_file
 
-__all__ = ["InstallFailure", "InstallResult", "install_models", "ensure_models"]
+__all__ = ["LOCK_NAME", "InstallFailure", "InstallResult", "install_models", "ensure_models"]
+
+#: Lock file an install holds in the model folder while it changes files there.
+LOCK_NAME = ".pyclnf-install.lock"
 
 PathArg = Union[str, "os.PathLike[str]"]
 
@@ -82,12 +91,18 @@ class InstallResult:
     skipped : tuple of str
         Paths already present and valid, left untouched.
     copied : tuple of str
-        Paths copied from ``source_dir`` (including the differing ones).
+        Paths copied from ``source_dir`` (including the differing ones kept
+        with ``allow_modified=True``).
     differing : tuple of FileStatus
-        Copied files whose size or SHA-256 differs from the manifest; kept.
+        Copied files whose size or SHA-256 differs from the manifest, kept
+        because ``allow_modified=True``.
     failures : tuple of InstallFailure
-        Files that could not be downloaded; nothing was left under their
+        Files that could not be installed (download failed, or a copy that
+        differs from the manifest was refused); nothing was left under their
         final names (a partial ``.part`` file may be kept for resuming).
+    refused : tuple of FileStatus
+        Copies refused because they differ from the manifest (also listed in
+        ``failures``).
     """
 
     model_dir: Path
@@ -99,6 +114,7 @@ class InstallResult:
     copied: tuple = ()
     differing: tuple = ()
     failures: tuple = ()
+    refused: tuple = ()
 
     @property
     def ok(self) -> bool:
@@ -162,8 +178,12 @@ def _check_mirror(mirror) -> str:
     return mirror
 
 
-def _copy_verified(src: Path, dest: Path, entry: ModelFile) -> FileStatus:
-    """Copy src to dest through a .part file, hashing on the way."""
+def _copy_verified(src: Path, dest: Path, entry: ModelFile, allow_modified: bool) -> FileStatus:
+    """Copy src to dest through a .part file, hashing on the way.
+
+    A copy that differs from ``entry`` reaches ``dest`` only if
+    ``allow_modified``; otherwise the .part file is removed.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() and os.path.samefile(src, dest):
         return check_file(dest, entry)
@@ -177,7 +197,6 @@ def _copy_verified(src: Path, dest: Path, entry: ModelFile) -> FileStatus:
             size += len(chunk)
         fout.flush()
         os.fsync(fout.fileno())
-    os.replace(part, dest)
     digest = hasher.hexdigest()
     if size != entry.size:
         status = WRONG_SIZE
@@ -185,7 +204,42 @@ def _copy_verified(src: Path, dest: Path, entry: ModelFile) -> FileStatus:
         status = WRONG_HASH
     else:
         status = OK
+    if status == OK or allow_modified:
+        os.replace(part, dest)
+    else:
+        part.unlink()
     return FileStatus(entry.path, status, entry.size, entry.sha256, size, digest)
+
+
+def _refusal(src: Path, status: FileStatus) -> ModelVerificationError:
+    return ModelVerificationError(
+        f"{status.path}: the copy in {src} differs from the manifest (SHA-256 {status.sha256}, "
+        f"{status.size} bytes; expected {status.expected_sha256}, {status.expected_size} "
+        f"bytes); refused. Pass allow_modified=True (`--allow-modified`) to install a "
+        f"modified model on purpose"
+    )
+
+
+@contextmanager
+def _folder_lock(folder: Path, stderr=None):
+    """Hold :data:`LOCK_NAME` in ``folder`` (created if needed) for the block.
+
+    Waits for another install holding it, saying so once on ``stderr``.
+    """
+    from filelock import FileLock, Timeout
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"Another install into {folder} is running; waiting for it to finish",
+              file=sys.stderr if stderr is None else stderr)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _find_source(source_dir, manifest) -> Path:
@@ -205,7 +259,8 @@ def install_models(accept_license: bool = False, progress=None,
                    model_dir: Optional[PathArg] = None, mirror: Optional[str] = None,
                    source_dir: Optional[PathArg] = None, manifest=None, *,
                    timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                   retry_wait: float = 1.0, stdin=None, stderr=None) -> InstallResult:
+                   retry_wait: float = 1.0, allow_modified: bool = False, stdin=None,
+                   stderr=None) -> InstallResult:
     """Install the model files of a manifest and report what happened.
 
     Parameters
@@ -232,14 +287,19 @@ def install_models(accept_license: bool = False, progress=None,
         Files to install; the OpenFace 2.2.0 release by default.
     timeout, retries, retry_wait : float, int, float
         Passed to :func:`~pyclnf.models.download.download_file`.
+    allow_modified : bool
+        Install copies from ``source_dir`` whose size or SHA-256 differs from
+        the manifest (reported in ``differing``). By default they are refused
+        and reported in ``failures``.
     stdin, stderr : file-like, optional
-        Streams for the licence question and summary.
+        Streams for the licence question, summary and "waiting for another
+        install" notice.
 
     Returns
     -------
     InstallResult
-        Downloaded, resumed, skipped, copied, differing and failed files.
-        Per-file download failures are reported here, not raised; call
+        Downloaded, resumed, skipped, copied, differing, refused and failed
+        files. Per-file failures are reported here, not raised; call
         :meth:`InstallResult.raise_for_failures` to raise them.
 
     Raises
@@ -267,8 +327,25 @@ def install_models(accept_license: bool = False, progress=None,
         return InstallResult(target, manifest.name, len(manifest), skipped=tuple(skipped))
 
     obtain_consent(accept_license, stdin=stdin, stderr=stderr)
+    with _folder_lock(target, stderr):
+        return _install_locked(target, manifest, skipped, todo, source, mirror, progress,
+                               allow_modified, dict(timeout=timeout, retries=retries,
+                                                    retry_wait=retry_wait))
 
-    copied, differing = [], []
+
+def _install_locked(target, manifest, skipped, todo, source, mirror, progress,
+                    allow_modified, transfer) -> InstallResult:
+    """The part of :func:`install_models` that runs holding the folder lock."""
+    # Another install may have finished some files while this one waited.
+    skipped, pending = list(skipped), []
+    for entry in todo:
+        if check_file(target / entry.path, entry).ok:
+            skipped.append(entry.path)
+        else:
+            pending.append(entry)
+    todo = pending
+
+    copied, differing, refused, failures = [], [], [], []
     if source is not None:
         remaining = []
         for entry in todo:
@@ -276,19 +353,23 @@ def install_models(accept_license: bool = False, progress=None,
             if not src.is_file():
                 remaining.append(entry)
                 continue
-            status = _copy_verified(src, target / entry.path, entry)
-            copied.append(entry.path)
-            if not status.ok:
+            status = _copy_verified(src, target / entry.path, entry, allow_modified)
+            if status.ok:
+                copied.append(entry.path)
+            elif allow_modified:
+                copied.append(entry.path)
                 differing.append(status)
+            else:
+                refused.append(status)
+                failures.append(InstallFailure(entry.path, _refusal(src, status)))
         todo = remaining
 
-    downloaded, resumed, failures = [], [], []
+    downloaded, resumed = [], []
     for i, entry in enumerate(todo, 1):
         urls = (entry.mirror_url(mirror),) if mirror is not None else entry.urls
         try:
             outcome = download_file(entry, target / entry.path, urls, progress=progress,
-                                    timeout=timeout, retries=retries, retry_wait=retry_wait,
-                                    label=f"[{i}/{len(todo)}] {entry.path}")
+                                    label=f"[{i}/{len(todo)}] {entry.path}", **transfer)
         except (DownloadError, ModelVerificationError) as e:
             failures.append(InstallFailure(entry.path, e))
             continue
@@ -296,23 +377,34 @@ def install_models(accept_license: bool = False, progress=None,
         if outcome.resumed:
             resumed.append(entry.path)
 
+    # Check again what this install put in place before calling it valid.
+    installed = set(downloaded) | set(copied)
+    installed -= {s.path for s in differing}
+    for entry in manifest:
+        if entry.path not in installed:
+            continue
+        status = check_file(target / entry.path, entry)
+        if not status.ok:
+            failures.append(InstallFailure(entry.path, ModelVerificationError(
+                f"{status.describe()} after installing it into {target}")))
     return InstallResult(target, manifest.name, len(manifest), tuple(downloaded),
                          tuple(resumed), tuple(skipped), tuple(copied), tuple(differing),
-                         tuple(failures))
+                         tuple(failures), tuple(refused))
 
 
 def ensure_models(accept_license: bool = False, progress=None,
                   model_dir: Optional[PathArg] = None, mirror: Optional[str] = None,
                   source_dir: Optional[PathArg] = None, manifest=None, *,
                   timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                  retry_wait: float = 1.0) -> Path:
+                  retry_wait: float = 1.0, allow_modified: bool = False) -> Path:
     """Make sure OpenFace's model files are installed; return their folder.
 
     Does nothing (and asks nothing) when every file is already valid.
     Otherwise shows OpenFace's licence summary, and after consent copies
     from ``source_dir`` and downloads the rest; see :func:`install_models`
     for the parameters (``timeout``, ``retries`` and ``retry_wait`` tune how
-    broken connections are retried).
+    broken connections are retried; ``allow_modified`` keeps copies from
+    ``source_dir`` that differ from the manifest).
 
     Returns
     -------
@@ -329,12 +421,15 @@ def ensure_models(accept_license: bool = False, progress=None,
         If a file could not be downloaded (404, closed connection ...); the
         message names the address.
     ModelVerificationError
-        If downloads delivered bytes of the wrong size or SHA-256.
+        If downloads delivered bytes of the wrong size or SHA-256, or copies
+        from ``source_dir`` differ from the manifest and ``allow_modified``
+        is False (the message names each file and its SHA-256).
 
     Warns
     -----
     UserWarning
-        If files copied from ``source_dir`` differ from the manifest.
+        If files copied from ``source_dir`` differ from the manifest and were
+        kept (``allow_modified=True``).
 
     Examples
     --------
@@ -344,7 +439,7 @@ def ensure_models(accept_license: bool = False, progress=None,
     result = install_models(accept_license=accept_license, progress=progress,
                             model_dir=model_dir, mirror=mirror, source_dir=source_dir,
                             manifest=manifest, timeout=timeout, retries=retries,
-                            retry_wait=retry_wait)
+                            retry_wait=retry_wait, allow_modified=allow_modified)
     result.raise_for_failures()
     if result.differing:
         warnings.warn(
