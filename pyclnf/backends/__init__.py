@@ -4,6 +4,7 @@
 ``numpy``  CPU, plain NumPy (baseline, no JIT)
 ``onnx``   ONNX Runtime (CUDA when present, else CPU) -- needs ``pyclnf[onnx]``
 ``coreml`` CoreML on macOS -- needs ``pyclnf[coreml]``
+``torch``  PyTorch on CUDA, MPS or CPU (batched requests) -- needs ``pyclnf[torch]``
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .numpy_backend import NumpyBackend
 _LAZY = {
     "onnx": "pyclnf.backends.onnx_backend:ONNXCENBackend",
     "coreml": "pyclnf.backends.coreml_backend:CoreMLCENBackend",
+    "torch": "pyclnf.backends.torch_backend:TorchBackend",
 }
 _BUILTIN: Dict[str, Type[PatchExpertBackend]] = {"numba": NumbaBackend, "numpy": NumpyBackend}
 
