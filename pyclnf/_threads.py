@@ -4,46 +4,41 @@ The matrix products of PyCLNF are thin (tens to hundreds of columns); OpenFace
 runs them with one OpenBLAS thread (``openblas_set_num_threads(1)``) and
 parallelises over landmarks instead.  On a busy 2-core machine multithreaded
 OpenBLAS ran them 2.5-10x slower than one thread, so the fitting and the
-face detector do the same through :func:`single_threaded_blas`.
+face detector do the same through :func:`single_threaded_blas`, which uses
+`threadpoolctl <https://github.com/joblib/threadpoolctl>`_ to find and set
+the BLAS libraries loaded in the process.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import threading
 
-_blas_lock = threading.Lock()
-_blas_state = {"depth": 0, "saved": None, "controls": None, "threadpoolctl": None}
+import threadpoolctl
+from threadpoolctl import ThreadpoolController
+
+_lock = threading.Lock()
+_state = {"depth": 0, "limiter": None, "controller": None}
 
 
-def _openblas_controls():
-    """(get, set) thread-count functions of the OpenBLAS libraries loaded in
-    this process (Linux; found through /proc/self/maps), or []."""
-    controls = []
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower() and "/" in line}
-    except OSError:
-        return controls
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas_", "openblas_"):
-            for suffix in ("64_", ""):
-                get = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                put = getattr(lib, f"{prefix}set_num_threads{suffix}", None)
-                if get is not None and put is not None:
-                    get.restype = ctypes.c_int
-                    put.argtypes = [ctypes.c_int]
-                    controls.append((get, put))
-                    break
-            else:
-                continue
-            break
-    return controls
+def _controller() -> ThreadpoolController:
+    """The process's BLAS libraries (scanned once: a scan costs milliseconds)."""
+    if _state["controller"] is None:
+        _state["controller"] = ThreadpoolController()
+    return _state["controller"]
+
+
+def _take_control() -> None:
+    """Let the calling thread change process-wide BLAS pools.
+
+    threadpoolctl >= 3.8 lets only one "controlling" thread change a
+    process-wide OpenBLAS pool and silently ignores the others; a fit may
+    run on any thread, and the thread that leaves last (which restores the
+    count) need not be the one that entered first.  Called under ``_lock``.
+    """
+    clear = getattr(getattr(threadpoolctl, "OpenBLASController", None), "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
 
 
 @contextlib.contextmanager
@@ -53,36 +48,26 @@ def single_threaded_blas():
     OpenFace does the same (``openblas_set_num_threads(1)`` when it reads a
     CNN). The products here are thin (tens to hundreds of columns), and on a
     busy 2-core machine multithreaded OpenBLAS ran them 2.5-10x slower than
-    one thread. Uses ``threadpoolctl`` when installed, otherwise OpenBLAS's
-    own setter (Linux), otherwise does nothing. The previous thread count is
-    restored on exit (nested and concurrent uses are reference-counted).
+    one thread.
+
+    The limit is process-wide (BLAS libraries have one thread setting), so
+    nested and concurrent uses are reference-counted under a lock: the first
+    one to enter sets every BLAS library to one thread, the last one to leave
+    restores the previous counts.  Two threads that each fit a face therefore
+    never restore the count while the other is still inside.
     """
-    with _blas_lock:
-        if _blas_state["controls"] is None:
-            try:
-                from threadpoolctl import threadpool_limits
-            except ImportError:
-                threadpool_limits = None
-            _blas_state["threadpoolctl"] = threadpool_limits
-            _blas_state["controls"] = [] if threadpool_limits else _openblas_controls()
-    limits = _blas_state["threadpoolctl"]
-    if limits is not None:
-        with limits(limits=1, user_api="blas"):
-            yield
-        return
-    with _blas_lock:
-        if _blas_state["depth"] == 0:
-            _blas_state["saved"] = [get() for get, _ in _blas_state["controls"]]
-            for _, put in _blas_state["controls"]:
-                put(1)
-        _blas_state["depth"] += 1
+    with _lock:
+        if _state["depth"] == 0:
+            _take_control()
+            _state["limiter"] = _controller().limit(limits=1, user_api="blas")
+        _state["depth"] += 1
     try:
         yield
     finally:
-        with _blas_lock:
-            _blas_state["depth"] -= 1
-            if _blas_state["depth"] == 0:
-                for (_, put), n in zip(_blas_state["controls"], _blas_state["saved"]):
-                    put(n)
-
-
+        with _lock:
+            _state["depth"] -= 1
+            if _state["depth"] == 0:
+                limiter, _state["limiter"] = _state["limiter"], None
+                _take_control()
+                limiter.restore_original_limits()
+                _take_control()   # leave no controlling thread behind
