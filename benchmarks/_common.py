@@ -12,16 +12,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PYCLNF_SHARED_DIR", REPO.parent / "shared"))
 MODEL_DIR = Path(os.environ.get("PYCLNF_MODEL_DIR", SHARED / "openface-model"))
 
-#: OpenFace 2.2 C++ timings on this machine type (shared/reference/README.md)
-OPENFACE_MS_PER_FIT = {  # (1 core, 2 cores)
-    "clnf-default": (31.3, 16.7),
-    "clnf-wild": (437.0, 287.0),
-    "ceclm-standin": (21.0, 14.0),
-    "ceclm-realarch": (50.7, 27.9),
-}
-OPENFACE_TRACK_FPS = {"clnf": (33.4, 49.3), "ceclm-standin": (54.8, 78.5)}
-
-
 def set_threads(n: int) -> None:
     """Limit BLAS/OpenMP threads; call before numpy is imported."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):

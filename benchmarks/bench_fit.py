@@ -1,4 +1,4 @@
-"""Milliseconds per fixed-box fit on the LFPW test faces, against OpenFace C++.
+"""Milliseconds per fixed-box fit on the LFPW test faces (PyCLNF's own figures).
 
     python benchmarks/bench_fit.py            # 1 core and 2 cores, all configurations
     python benchmarks/bench_fit.py --threads 1 --limit 60
@@ -7,9 +7,9 @@ Configurations: clnf (default settings), clnf -wild, ceclm with the stand-in CEN
 experts, ceclm with synthetic CEN experts of OpenFace's real architecture
 (122-300-100-50-1 / 122-500-200-100-1, written with PyCLNF's own .dat writer,
 seed 0).  For each: the Numba backend and the plain-NumPy path, and their
-ratio.  OpenFace's figures come from shared/reference/README.md (same machine
-type; these machines are noisy, +-30%: compare runs made close together).
-The first fit (JIT load) is excluded and reported separately.
+ratio.  The first fit (JIT load) is excluded and reported separately.
+Comparisons with OpenFace C++ are made side by side on one machine by
+``bench_vs_openface.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import MODEL_DIR, OPENFACE_MS_PER_FIT, SHARED, lfpw_boxes, run_on_one_and_two_cores, set_threads  # noqa: E402
+from _common import MODEL_DIR, SHARED, lfpw_boxes, run_on_one_and_two_cores, set_threads  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -40,7 +40,6 @@ def main(argv=None) -> int:
     from pyclnf import CLNF
     from pyclnf.models.synthetic import write_synthetic_cen_set
 
-    col = 0 if args.threads == 1 else 1
     tmp = tempfile.mkdtemp(prefix="pyclnf-bench-")
     synth_dir = write_synthetic_cen_set(MODEL_DIR, tmp, seed=0)
     configs = [
@@ -50,7 +49,7 @@ def main(argv=None) -> int:
         ("ceclm-realarch", dict(model="ceclm", settings="default", model_dir=synth_dir), args.limit),
     ]
     print(f"\n== {args.threads} thread(s); LFPW faces: {args.limit} (clnf-wild: {args.wild_limit})")
-    print(f"{'configuration':<16}{'backend':<8}{'ms/fit':>9}{'first':>9}{'OpenFace':>10}{'OF/ours':>9}{'numpy/numba':>13}")
+    print(f"{'configuration':<16}{'backend':<8}{'ms/fit':>9}{'first':>9}{'numpy/numba':>13}")
     for name, kw, limit in configs:
         boxes = lfpw_boxes(limit)
         images = [cv2.imread(str(SHARED / f"data/300w-lfpw-test/{stem}.png")) for stem, _ in boxes]
@@ -67,12 +66,11 @@ def main(argv=None) -> int:
                 times.append((time.perf_counter() - t) * 1000)
             per_backend[backend] = (float(np.median(times)), first)
         ms, first = per_backend["numba"]
-        of = OPENFACE_MS_PER_FIT[name][col]
         ratio = f"{per_backend['numpy'][0] / ms:.2f}" if "numpy" in per_backend else "-"
-        print(f"{name:<16}{'numba':<8}{ms:>9.1f}{first:>9.0f}{of:>10.1f}{of / ms:>9.2f}{ratio:>13}")
+        print(f"{name:<16}{'numba':<8}{ms:>9.1f}{first:>9.0f}{ratio:>13}")
         if "numpy" in per_backend:
             print(f"{'':<16}{'numpy':<8}{per_backend['numpy'][0]:>9.1f}{per_backend['numpy'][1]:>9.0f}")
-    print("OF/ours > 1 means PyCLNF is faster than OpenFace C++ (medians over the faces).")
+    print("medians over the faces; numpy/numba > 1: the Numba backend is faster")
     return 0
 
 

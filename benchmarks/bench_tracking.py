@@ -1,4 +1,4 @@
-"""Tracking frames per second on OpenFace's sample videos, against OpenFace C++.
+"""Tracking frames per second on OpenFace's sample videos (PyCLNF's own figures).
 
     python benchmarks/bench_tracking.py                 # 1 and 2 cores
     python benchmarks/bench_tracking.py --threads 2 --video default.wmv
@@ -6,6 +6,8 @@
 Configurations: clnf, ceclm with the stand-in CEN experts, ceclm with
 synthetic experts of the real CEN architecture.  Frame decoding is included
 (as in OpenFace's FeatureExtraction timing); model loading and JIT are not.
+Comparisons with OpenFace C++ are made side by side on one machine by
+``bench_vs_openface.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import MODEL_DIR, OPENFACE_TRACK_FPS, SHARED, run_on_one_and_two_cores, set_threads  # noqa: E402
+from _common import MODEL_DIR, SHARED, run_on_one_and_two_cores, set_threads  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -33,10 +35,9 @@ def main(argv=None) -> int:
     from pyclnf import CLNF
     from pyclnf.models.synthetic import write_synthetic_cen_set
 
-    col = 0 if args.threads == 1 else 1
     synth = write_synthetic_cen_set(MODEL_DIR, tempfile.mkdtemp(prefix="pyclnf-bench-"), seed=0)
     print(f"\n== {args.threads} thread(s)")
-    print(f"{'configuration':<16}{'video':<22}{'frames':>7}{'fps':>8}{'OpenFace fps':>14}{'ours/OF':>9}")
+    print(f"{'configuration':<16}{'video':<22}{'frames':>7}{'fps':>8}")
     for name, kw in [("clnf", dict(model="clnf", model_dir=MODEL_DIR)),
                      ("ceclm-standin", dict(model="ceclm", model_dir=MODEL_DIR)),
                      ("ceclm-realarch", dict(model="ceclm", model_dir=synth))]:
@@ -47,11 +48,7 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             res = det.fit_video(str(SHARED / "data/openface-samples" / v))
             fps = len(res) / (time.perf_counter() - t)
-            of = OPENFACE_TRACK_FPS.get(name)
-            of_s = f"{of[col]:.1f}" if of and v == "default.wmv" else "-"
-            ratio = f"{fps / of[col]:.2f}" if of and v == "default.wmv" else "-"
-            print(f"{name:<16}{v:<22}{len(res):>7}{fps:>8.1f}{of_s:>14}{ratio:>9}")
-    print("OpenFace's figures are for default.wmv (shared/reference/README.md).")
+            print(f"{name:<16}{v:<22}{len(res):>7}{fps:>8.1f}")
     return 0
 
 
