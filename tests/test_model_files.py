@@ -604,3 +604,194 @@ def test_main_descriptor_with_odd_part_mapping_raises(tmp_path):
     with pytest.raises(ModelFormatError) as ei:
         read_main_descriptor(p)
     assert ei.value.offset == 2 and ei.value.unit == "line"
+
+
+# --- non-finite values, out-of-range indices, files outside the folder (issue 8) -------
+NON_FINITE = ("nan", "inf", "-inf", "1e309")
+
+
+def _replace_token(lines, line_no, token):
+    tokens = lines[line_no - 1].split()
+    tokens[len(tokens) // 2] = token
+    out = list(lines)
+    out[line_no - 1] = " ".join(tokens) + "\n"
+    return "".join(out)
+
+
+@pytest.mark.parametrize("token", NON_FINITE + ("1e39",))  # 1e39: finite, beyond float32
+@pytest.mark.parametrize("where", ["mean", "components", "eigenvalues"])
+def test_pdm_non_finite_value_names_its_line(model_dir, tmp_path, where, token):
+    lines = (model_dir / PDM_MAIN).read_text().splitlines(keepends=True)
+    line_no = {"mean": 10, "components": 250, "eigenvalues": len(lines) - 5}[where]
+    p = tmp_path / "pdm.txt"
+    p.write_text(_replace_token(lines, line_no, token))
+    with pytest.raises(ModelFormatError) as ei:
+        read_pdm(p)
+    _check_format_error(ei.value, p, unit="line")
+    assert ei.value.offset == line_no and token in str(ei.value)
+
+
+def test_triangulation_huge_or_negative_index_names_its_line(model_dir, tmp_path):
+    lines = (model_dir / "tris_68.txt").read_text().splitlines(keepends=True)
+    for i, token in enumerate(("99999999999999999999", "-3", "2.5", "nan")):
+        p = tmp_path / f"tris_{i}.txt"
+        p.write_text(_replace_token(lines, 20, token))
+        with pytest.raises(ModelFormatError) as ei:
+            read_triangulations(p)
+        _check_format_error(ei.value, p, unit="line")
+        assert ei.value.offset == 20, str(ei.value)
+
+
+@pytest.mark.parametrize("token", NON_FINITE)
+def test_early_termination_non_finite_names_its_line(tmp_path, token):
+    p = tmp_path / "early.txt"
+    p.write_text("1 1 1 1 1 1 1\n" + f"0 0 {token} 0 0 0 0\n" + "0 0 0 0 0 0 0\n")
+    with pytest.raises(ModelFormatError) as ei:
+        read_early_termination(p, 7)
+    _check_format_error(ei.value, p, unit="line")
+    assert ei.value.offset == 2
+
+
+_CCNF_COMPONENT_FMT = "<f"  # the CRF components are CV_32F (checked below)
+
+
+def _binary_cases(data: bytes, kind: str):
+    """(name, offset, struct format, value) writing a non-finite number into a
+    weight, bias or scalar of a real file; the error must point at ``offset``."""
+    if kind == "cen":
+        o = _cen_offsets(data)
+        bias_data = o["layer0_bias"] + 12
+        return [("weight nan", o["layer0_weights_data"] + 40, "<f", float("nan")),
+                ("weight inf", o["layer0_weights_data"], "<f", float("inf")),
+                ("bias -inf", bias_data, "<f", float("-inf"))]
+    o = _ccnf_offsets(data)
+    assert struct.unpack_from("<i", data, o["first_component"] + 8)[0] == 5  # CV_32F
+    return [("neuron weight nan", o["neuron0_weights_data"] + 8, "<f", float("nan")),
+            ("neuron alpha inf", o["neuron0"] + 24, "<d", float("inf")),
+            ("neuron bias nan", o["neuron0"] + 16, "<d", float("nan")),
+            ("CRF component nan", o["first_component"] + 12, _CCNF_COMPONENT_FMT, float("nan"))]
+
+
+@pytest.mark.parametrize("kind", ["cen", "ccnf"])
+def test_non_finite_weight_in_patch_experts_names_its_offset(model_dir, tmp_path, kind):
+    src = model_dir / (CEN_FILES[0] if kind == "cen" else CCNF_FILES[0])
+    data = src.read_bytes()
+    reader = read_cen if kind == "cen" else read_ccnf
+    for i, (name, offset, fmt, value) in enumerate(_binary_cases(data, kind)):
+        p = tmp_path / f"nonfinite_{i}{src.suffix}"
+        p.write_bytes(_patched(data, offset, fmt, value))
+        with pytest.raises(ModelFormatError) as ei:
+            reader(p)
+        _check_format_error(ei.value, p)
+        assert ei.value.offset == offset, (name, str(ei.value))
+        assert "finite" in str(ei.value)
+
+
+def test_non_finite_value_in_mtcnn_and_validator_names_its_offset(model_dir, tmp_path):
+    from pyclnf.detection._cnn import read_network_file
+    from pyclnf.validator import DetectionValidator
+
+    pnet = (model_dir / "mtcnn_detector" / "PNet.dat").read_bytes()
+    # depth, layer code 0, n_in, n_out, then the float32 biases
+    assert struct.unpack_from("<4i", pnet, 0)[1] == 0
+    p = tmp_path / "PNet.dat"
+    p.write_bytes(_patched(pnet, 16 + 4, "<f", float("nan")))
+    with pytest.raises(ModelFormatError) as ei:
+        read_network_file(p)
+    _check_format_error(ei.value, p)
+    assert ei.value.offset == 20
+
+    val = (model_dir / "detection_validation" / "validator_cnn.txt").read_bytes()
+    n_views = struct.unpack_from("<i", val, 4)[0]
+    pos = 8
+    for _ in range(n_views):  # orientations
+        pos = _mat_end(val, pos)
+    mean_data = pos + 12  # first view's mean image, float64
+    p = tmp_path / "validator.txt"
+    p.write_bytes(_patched(val, mean_data + 8 * 5, "<d", float("inf")))
+    with pytest.raises(ModelFormatError) as ei:
+        DetectionValidator.from_file(p)
+    _check_format_error(ei.value, p)
+    assert ei.value.offset == mean_data + 40
+
+
+def _general_folder(model_dir, tmp_path, pdm_line):
+    """A folder with a clnf_general.txt whose PDM line is ``pdm_line``."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "general.txt").write_text(
+        CLNF_GENERAL_OK.replace("PDM pdms/In-the-wild_aligned_PDM_68.txt", pdm_line))
+    for name in ("patch_experts", "pdms", "tris_68.txt"):
+        os.symlink(model_dir / name, folder / name)
+    return folder / "general.txt"
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "../outside_pdm.txt", "pdms/../../outside_pdm.txt",
+                                    "zero_link.txt", "fifo.txt", "pdms"])
+def test_descriptor_names_only_regular_files_inside_the_folder(model_dir, tmp_path, target):
+    (tmp_path / "outside_pdm.txt").write_text((model_dir / PDM_MAIN).read_text())
+    desc = _general_folder(model_dir, tmp_path, f"PDM {target}")
+    if target == "zero_link.txt":
+        os.symlink("/dev/zero", desc.parent / target)
+    elif target == "fifo.txt":
+        os.mkfifo(desc.parent / target)
+    with pytest.raises(ModelFormatError) as ei:
+        read_model_descriptor(desc)
+    _check_format_error(ei.value, desc, unit="line")
+    assert ei.value.offset == 1 and target in str(ei.value)
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo", "folder", "oversize"])
+def test_readers_refuse_devices_fifos_and_oversize_files(tmp_path, special):
+    """Called directly (not through a descriptor), a reader must not read
+    without bound or block: /dev/zero and a FIFO are refused before reading."""
+    from pyclnf.models._binary import MAX_BINARY_BYTES, MAX_TEXT_BYTES
+
+    path = tmp_path / "x"
+    if special == "/dev/zero":
+        path = Path("/dev/zero")
+    elif special == "fifo":
+        os.mkfifo(path)
+    elif special == "folder":
+        path.mkdir()
+    for reader, limit in ((read_pdm, MAX_TEXT_BYTES), (read_cen, MAX_BINARY_BYTES),
+                          (read_triangulations, MAX_TEXT_BYTES)):
+        if special == "oversize":
+            with open(path, "wb") as fh:  # sparse: no disk space used
+                fh.truncate(limit + 1)
+        with pytest.raises(ModelFormatError) as ei:
+            reader(path)
+        assert str(path) in str(ei.value)
+        assert ("at most" if special == "oversize" else "regular file") in str(ei.value)
+
+
+def test_huge_part_index_is_format_error_at_its_line(tmp_path):
+    (tmp_path / "general.txt").write_text("PDM pdm.txt\nPatchesCCNF a.txt\n")
+    for name in ("pdm.txt", "a.txt", "eye.txt"):
+        (tmp_path / name).write_text("")
+    p = tmp_path / "main.txt"
+    for i, token in enumerate(("99999999999999999999999", "-1", "1e3", "0x10")):
+        p.write_text("LandmarkDetector general.txt\n"
+                     f"LandmarkDetector_part eye.txt left_eye_28 36 8 37 {token}\n")
+        with pytest.raises(ModelFormatError) as ei:
+            read_main_descriptor(p)
+        _check_format_error(ei.value, p, unit="line")
+        assert ei.value.offset == 2 and token in str(ei.value)
+
+
+@pytest.mark.parametrize("pair", ["70 8", "36 28", "36 100000"])
+def test_out_of_range_part_index_is_format_error_at_load(model_dir, tmp_path, pair):
+    """Indices past the main model's 68 or the eye part's 28 landmarks: a
+    ModelFormatError when the model loads, naming the main descriptor's line
+    (it was an IndexError during the first fit)."""
+    from pyclnf.clnf import CLNF
+
+    main = ("LandmarkDetector clnf_general.txt\n"
+            f"LandmarkDetector_part model_eye/main_clnf_synth_left.txt left_eye_28 {pair} 37 10\n")
+    folder = _fake_model_dir(model_dir, tmp_path, {
+        "main_clnf_general.txt": main, "main_ceclm_general.txt": "LandmarkDetector cen_general.txt\n",
+        "clnf_general.txt": CLNF_GENERAL_OK, "cen_general.txt": CEN_GENERAL_OK})
+    with pytest.raises(ModelFormatError) as ei:
+        CLNF(model_dir=folder, model="clnf", backend="numba", validate=False)
+    _check_format_error(ei.value, folder / "main_clnf_general.txt", unit="line")
+    assert ei.value.offset == 2

@@ -31,8 +31,9 @@ images, channels last), or ``(N, F)`` after a flattening fully connected layer.
 Convolutions are an im2col (a strided view copied once) followed by a single
 ``float32`` matrix product, so BLAS does the work.
 
-Readers are bounded: every count read from a file is checked against the bytes
-that remain before anything is allocated, and problems raise
+Files are read with :class:`pyclnf.models._binary.BinaryReader`: every count
+is checked against the bytes that remain before anything is allocated, float
+values must be finite, and problems raise
 :class:`~pyclnf.errors.ModelFormatError` naming the file, the byte offset and
 what was expected. Nothing is unpickled.
 """
@@ -40,18 +41,20 @@ what was expected. Nothing is unpickled.
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
-from typing import List, Sequence, Union
+from typing import List, Union
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .._threads import single_threaded_blas
-from ..errors import ModelFormatError, ModelNotFoundError
+from ..errors import ModelFormatError
+from ..models._binary import FLOAT_TYPES, INT_TYPES, BinaryReader  # noqa: F401 (re-exported)
 
 __all__ = [
     "BinaryReader",
+    "FLOAT_TYPES",
+    "INT_TYPES",
     "Conv2D",
     "MaxPool2D",
     "FullyConnected",
@@ -64,152 +67,8 @@ __all__ = [
     "single_threaded_blas",
 ]
 
-# OpenCV depth codes of single-channel matrices (CV_8U ... CV_64F).
-_CV_DTYPES = {
-    0: np.dtype("<u1"),
-    1: np.dtype("<i1"),
-    2: np.dtype("<u2"),
-    3: np.dtype("<i2"),
-    4: np.dtype("<i4"),
-    5: np.dtype("<f4"),
-    6: np.dtype("<f8"),
-}
-_CV_NAMES = {0: "CV_8U", 1: "CV_8S", 2: "CV_16U", 3: "CV_16S", 4: "CV_32S", 5: "CV_32F", 6: "CV_64F"}
-FLOAT_TYPES = (5, 6)
-INT_TYPES = (0, 1, 2, 3, 4)
-
 _MAT_HEADER_BYTES = 12
-
-
-class BinaryReader:
-    """Bounded little-endian reader over the bytes of one model file.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        File to read; it is read into memory at once (OpenFace's CNN files are
-        at most a few MB).
-    data : bytes, optional
-        Use these bytes instead of reading ``path`` (``path`` then only names
-        the source in error messages).
-
-    Raises
-    ------
-    ModelNotFoundError
-        If ``path`` does not exist and no ``data`` is given.
-    """
-
-    def __init__(self, path: Union[str, os.PathLike], data: bytes = None):
-        self.path = os.fspath(path)
-        if data is None:
-            try:
-                with open(self.path, "rb") as fh:
-                    data = fh.read()
-            except FileNotFoundError as exc:
-                raise ModelNotFoundError(f"model file not found: {self.path}") from exc
-        self._data = memoryview(bytes(data))
-        self.offset = 0
-
-    @property
-    def size(self) -> int:
-        """Total number of bytes."""
-        return len(self._data)
-
-    @property
-    def remaining(self) -> int:
-        """Bytes left after the current offset."""
-        return len(self._data) - self.offset
-
-    def error(self, expected: str, found=None, offset=None) -> ModelFormatError:
-        """A :class:`ModelFormatError` at ``offset`` (default: the current one)."""
-        return ModelFormatError(self.path, self.offset if offset is None else offset, expected, found)
-
-    def _take(self, n: int, what: str) -> memoryview:
-        if n > self.remaining:
-            raise self.error(f"{n} bytes of {what}", f"end of file after {self.remaining} bytes")
-        chunk = self._data[self.offset:self.offset + n]
-        self.offset += n
-        return chunk
-
-    def int32(self, what: str = "int32") -> int:
-        """Read one little-endian ``int32``."""
-        return struct.unpack("<i", self._take(4, what))[0]
-
-    def float32(self, what: str = "float32") -> float:
-        """Read one little-endian ``float32`` (returned as a Python float)."""
-        return struct.unpack("<f", self._take(4, what))[0]
-
-    def float64(self, what: str = "float64") -> float:
-        """Read one little-endian ``float64``."""
-        return struct.unpack("<d", self._take(8, what))[0]
-
-    def count(self, what: str, minimum: int = 0, item_bytes: int = 1) -> int:
-        """Read an ``int32`` count and check it against the remaining bytes.
-
-        Parameters
-        ----------
-        what : str
-            Name of the count, for error messages.
-        minimum : int
-            Smallest valid value.
-        item_bytes : int
-            Lower bound of the bytes each counted item occupies later in the
-            file; ``count * item_bytes`` must fit in what remains.
-        """
-        start = self.offset
-        n = self.int32(what)
-        if n < minimum:
-            raise self.error(f"{what} >= {minimum}", n, offset=start)
-        if n * item_bytes > self.remaining:
-            raise self.error(
-                f"{what} whose {n} items fit in the {self.remaining} remaining bytes", n, offset=start
-            )
-        return n
-
-    def mat(self, what: str, types: Sequence[int] = FLOAT_TYPES, shape=None) -> np.ndarray:
-        """Read one OpenCV matrix (header ``rows, cols, type`` and data).
-
-        Parameters
-        ----------
-        what : str
-            Name of the matrix, for error messages.
-        types : sequence of int
-            Allowed OpenCV type codes.
-        shape : tuple of (int or None), optional
-            Required ``(rows, cols)``; ``None`` entries are not checked.
-
-        Returns
-        -------
-        (rows, cols) ndarray
-            A native-endian copy in the file's dtype.
-        """
-        start = self.offset
-        if self.remaining < _MAT_HEADER_BYTES:
-            raise self.error(f"matrix header of {what}", f"end of file after {self.remaining} bytes")
-        rows, cols, typ = struct.unpack("<iii", self._take(_MAT_HEADER_BYTES, what))
-        if typ not in types:
-            allowed = ", ".join(_CV_NAMES.get(t, str(t)) for t in types)
-            raise self.error(f"{what} of type {allowed}", f"type code {typ}", offset=start + 8)
-        if rows < 0 or cols < 0:
-            raise self.error(f"non-negative size of {what}", f"{rows} x {cols}", offset=start)
-        if shape is not None:
-            for want, got in zip(shape, (rows, cols)):
-                if want is not None and want != got:
-                    raise self.error(f"{what} of shape {shape}", f"{rows} x {cols}", offset=start)
-        dtype = _CV_DTYPES[typ]
-        nbytes = rows * cols * dtype.itemsize
-        if nbytes > self.remaining:
-            raise self.error(
-                f"{rows} x {cols} {_CV_NAMES[typ]} data of {what} ({nbytes} bytes)",
-                f"end of file after {self.remaining} bytes",
-            )
-        arr = np.frombuffer(self._take(nbytes, what), dtype=dtype).reshape(rows, cols)
-        return arr.astype(dtype.newbyteorder("="), copy=True)
-
-    def expect_end(self) -> None:
-        """Raise if bytes are left over (a sign of a misread file)."""
-        if self.remaining:
-            raise self.error("end of file", f"{self.remaining} more bytes")
+_MAX_POOL = 64  # largest pooling kernel or stride accepted (MTCNN's are 2 and 3)
 
 
 # ----------------------------------------------------------------------------
@@ -426,7 +285,7 @@ def _read_conv(r: BinaryReader) -> Conv2D:
     n_out = r.count("number of kernels", minimum=1, item_bytes=4)
     if n_in * n_out * _MAT_HEADER_BYTES + n_out * 4 > r.remaining:
         raise r.error(f"{n_in} x {n_out} kernels that fit in the file", "too few bytes", offset=start)
-    bias = np.frombuffer(r._take(4 * n_out, "convolution biases"), dtype="<f4").astype(np.float32)
+    bias = r.values(n_out, "<f4", "convolution biases")
     kernels = []
     shape = None
     for c in range(n_in):
@@ -474,9 +333,8 @@ def read_layers(r: BinaryReader, dialect: str) -> List[Layer]:
             layers.append(_read_conv(r))
         elif code == 1:
             if dialect == "mtcnn":
-                kx, ky, sx, sy = (r.int32("pooling size") for _ in range(4))
-                if min(kx, ky, sx, sy) < 1:
-                    raise r.error("positive pooling kernel and stride", (kx, ky, sx, sy), offset=at + 4)
+                kx, ky, sx, sy = (r.count("pooling kernel or stride", 1, _MAX_POOL)
+                                  for _ in range(4))
                 layers.append(MaxPool2D((ky, kx), (sy, sx)))
             else:
                 layers.append(MaxPool2D((2, 2), (2, 2)))

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 
 from ..config import part_settings
-from ..models.descriptor import read_main_descriptor
+from ..models.descriptor import check_part_mapping, read_main_descriptor
 from ..patch_experts import PatchExpertSet
 from ..pdm import PDM
 from .landmark_model import LandmarkModel, Part
@@ -29,17 +28,18 @@ def build_landmark_model(main_path, make_backend: Callable, load_validator: bool
     desc = read_main_descriptor(main_path)
     part_backend = part_backend or make_backend
     parts = []
+    main_pdm = PDM.from_file(desc.detector.pdm)
     for pd in desc.parts:
         sub = read_main_descriptor(pd.main_path)
         sub_model = LandmarkModel(PDM.from_file(sub.detector.pdm),
                                   experts := PatchExpertSet.from_descriptor(sub.detector),
                                   part_backend().bind(experts))
-        mapping = np.array(pd.mapping, dtype=np.int64).reshape(-1, 2)
+        mapping = check_part_mapping(pd, main_pdm.n_points, sub_model.pdm.n_points)
         parts.append(Part(pd.name, sub_model, mapping, part_settings(pd.name)))
     experts = PatchExpertSet.from_descriptor(desc.detector)
     validator = None
     if load_validator and desc.validator is not None:
         from ..validator import DetectionValidator
         validator = DetectionValidator.from_file(desc.validator)
-    return LandmarkModel(PDM.from_file(desc.detector.pdm), experts, make_backend().bind(experts),
+    return LandmarkModel(main_pdm, experts, make_backend().bind(experts),
                          parts, validator)

@@ -1,20 +1,46 @@
-"""Bounded readers and writers for OpenFace's binary matrix records.
+"""Bounded reading of model files, and OpenFace's binary matrix records.
 
 OpenFace writes a matrix as three little-endian ``int32`` (rows, cols,
-OpenCV type code) followed by the raw row-major data.  Every read here is
-checked against the bytes that remain, so a truncated or corrupt file raises
-:class:`~pyclnf.errors.ModelFormatError` naming the file, the byte offset and
-what was expected, and no allocation is ever sized from an unchecked count.
+OpenCV type code) followed by the raw row-major data. This module is the one
+place that knows that layout and the OpenCV type table; the patch-expert
+readers (:mod:`pyclnf.models.cen`, :mod:`pyclnf.models.ccnf`), the MTCNN and
+validator networks (:mod:`pyclnf.detection._cnn`, :mod:`pyclnf.validator`)
+and the text readers all read through it.
+
+Every read is checked against the bytes that remain, so a truncated or
+corrupt file raises :class:`~pyclnf.errors.ModelFormatError` naming the file,
+the byte offset and what was expected; no allocation is sized from an
+unchecked count; floating-point values must be finite (OpenFace's files hold
+no NaN or infinity, and one would only surface later as a failed fit). Files
+are opened through :func:`read_model_bytes`: a regular file (not a device or
+FIFO) of bounded size.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import struct
+from typing import Optional, Sequence
 
 import numpy as np
 
-from ..errors import ModelFormatError
+from ..errors import ModelFormatError, ModelNotFoundError
+
+__all__ = [
+    "CV_TYPE_TO_DTYPE",
+    "CV_TYPE_NAMES",
+    "DTYPE_TO_CV_TYPE",
+    "FLOAT_TYPES",
+    "INT_TYPES",
+    "ALL_TYPES",
+    "MAX_DIM",
+    "MAX_BINARY_BYTES",
+    "MAX_TEXT_BYTES",
+    "read_model_bytes",
+    "BinaryReader",
+    "BinaryWriter",
+]
 
 #: OpenCV single-channel type codes and the numpy dtypes they map to.
 CV_TYPE_TO_DTYPE = {
@@ -26,113 +52,240 @@ CV_TYPE_TO_DTYPE = {
     5: np.dtype("<f4"),  # CV_32F
     6: np.dtype("<f8"),  # CV_64F
 }
-DTYPE_TO_CV_TYPE = {v.newbyteorder("<") if v.itemsize > 1 else v: k
-                    for k, v in CV_TYPE_TO_DTYPE.items()}
+CV_TYPE_NAMES = {0: "CV_8U", 1: "CV_8S", 2: "CV_16U", 3: "CV_16S", 4: "CV_32S", 5: "CV_32F",
+                 6: "CV_64F"}
+DTYPE_TO_CV_TYPE = {v: k for k, v in CV_TYPE_TO_DTYPE.items()}
+FLOAT_TYPES = (5, 6)
+INT_TYPES = (0, 1, 2, 3, 4)
+ALL_TYPES = INT_TYPES + FLOAT_TYPES
 
-#: Largest matrix dimension accepted from a file (guards absurd headers).
+#: Largest count or matrix dimension accepted from a file (guards absurd headers).
 MAX_DIM = 1 << 20
+#: Largest binary model file read (OpenFace's largest, a CEN file, is 154 MB).
+MAX_BINARY_BYTES = 1 << 30
+#: Largest text model file read (descriptors, PDMs, triangulations: at most 70 kB).
+MAX_TEXT_BYTES = 4 << 20
+
+_MAT_HEADER_BYTES = 12
 
 
-class BinaryReader:
-    """Sequential, bounds-checked reader over the bytes of one model file.
+def read_model_bytes(path, max_bytes: int = MAX_BINARY_BYTES) -> bytes:
+    """Read a whole model file, refusing anything but a regular file of bounded size.
 
     Parameters
     ----------
     path : str or os.PathLike
-        File to read; its whole content is loaded (model files are at most a
-        few hundred MB).
+        The file (symbolic links are followed).
+    max_bytes : int
+        Largest size accepted.
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    ModelNotFoundError
+        If the file does not exist.
+    ModelFormatError
+        If it is not a regular file (a folder, device, FIFO ...), is larger
+        than ``max_bytes``, or cannot be read.
+    """
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError as exc:
+        raise ModelNotFoundError(f"model file not found: {path}") from exc
+    except OSError as exc:
+        raise ModelFormatError(path, None, "a readable file", found=exc.strerror or str(exc)) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelFormatError(path, None, "a regular file",
+                                   found="a folder" if stat.S_ISDIR(st.st_mode) else
+                                   "a device, FIFO or socket")
+        if st.st_size > max_bytes:
+            raise ModelFormatError(path, None, f"a model file of at most {max_bytes} bytes",
+                                   found=f"{st.st_size} bytes")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew while being read
+        raise ModelFormatError(path, None, f"a model file of at most {max_bytes} bytes",
+                               found="more")
+    return data
+
+
+class BinaryReader:
+    """Sequential, bounds-checked little-endian reader over one model file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File to read (see :func:`read_model_bytes`), or only the name used in
+        error messages when ``data`` is given.
+    data : bytes, optional
+        Read these bytes instead of the file.
+    max_bytes : int
+        Largest file accepted.
+
+    Attributes
+    ----------
+    path : str
+    offset : int
+        Byte offset of the next read.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, data: Optional[bytes] = None, max_bytes: int = MAX_BINARY_BYTES):
         self.path = os.fspath(path)
-        try:
-            with open(self.path, "rb") as fh:
-                self.data = fh.read()
-        except OSError as exc:
-            raise ModelFormatError(self.path, None, "a readable file", found=str(exc)) from exc
-        self.pos = 0
+        if data is None:
+            data = read_model_bytes(self.path, max_bytes)
+        self._data = memoryview(bytes(data))
+        self.offset = 0
+
+    @property
+    def size(self) -> int:
+        """Total number of bytes."""
+        return len(self._data)
 
     @property
     def remaining(self) -> int:
-        """Number of unread bytes."""
-        return len(self.data) - self.pos
-
-    def _need(self, nbytes: int, what: str) -> None:
-        if nbytes > self.remaining:
-            raise ModelFormatError(
-                self.path, self.pos, f"{what} ({nbytes} bytes)",
-                found=f"end of file after {self.remaining} bytes")
+        """Bytes left after the current offset."""
+        return len(self._data) - self.offset
 
     def error(self, expected: str, found=None, offset=None) -> ModelFormatError:
-        """Build a :class:`ModelFormatError` at the current (or given) offset."""
-        return ModelFormatError(self.path, self.pos if offset is None else offset,
-                                expected, found=found)
+        """A :class:`ModelFormatError` at ``offset`` (default: the current one)."""
+        return ModelFormatError(self.path, self.offset if offset is None else offset, expected,
+                                found=None if found is None else str(found))
 
-    def read_i32(self, what: str = "an int32") -> int:
-        self._need(4, what)
-        (value,) = struct.unpack_from("<i", self.data, self.pos)
-        self.pos += 4
-        return value
+    def take(self, n: int, what: str) -> memoryview:
+        """The next ``n`` bytes (raises at end of file)."""
+        if n > self.remaining:
+            raise self.error(f"{what} ({n} bytes)", f"end of file after {self.remaining} bytes")
+        chunk = self._data[self.offset:self.offset + n]
+        self.offset += n
+        return chunk
 
-    def read_f64(self, what: str = "a float64") -> float:
-        self._need(8, what)
-        (value,) = struct.unpack_from("<d", self.data, self.pos)
-        self.pos += 8
-        return value
+    def int32(self, what: str = "an int32") -> int:
+        """Read one ``int32``."""
+        return struct.unpack("<i", self.take(4, what))[0]
 
-    def expect_i32(self, expected: int, what: str) -> int:
-        start = self.pos
-        value = self.read_i32(what)
+    def expect_int32(self, expected: int, what: str) -> int:
+        """Read one ``int32`` that must equal ``expected``."""
+        start = self.offset
+        value = self.int32(what)
         if value != expected:
-            raise self.error(f"{what} = {expected}", found=str(value), offset=start)
+            raise self.error(f"{what} = {expected}", value, offset=start)
         return value
 
-    def read_count(self, what: str, minimum: int = 0, maximum: int = MAX_DIM) -> int:
-        """Read an int32 count and check it lies in ``[minimum, maximum]``."""
-        start = self.pos
-        value = self.read_i32(what)
-        if not minimum <= value <= maximum:
-            raise self.error(f"{what} in [{minimum}, {maximum}]", found=str(value), offset=start)
+    def _finite(self, value: float, what: str, start: int) -> float:
+        if not np.isfinite(value):
+            raise self.error(f"a finite {what}", repr(value), offset=start)
         return value
 
-    def read_mat(self, what: str = "a matrix", dtypes=None) -> np.ndarray:
-        """Read one ``(rows, cols, type, data)`` record.
+    def float32(self, what: str = "a float32") -> float:
+        """Read one finite ``float32`` (returned as a Python float)."""
+        start = self.offset
+        return self._finite(struct.unpack("<f", self.take(4, what))[0], what, start)
+
+    def float64(self, what: str = "a float64") -> float:
+        """Read one finite ``float64``."""
+        start = self.offset
+        return self._finite(struct.unpack("<d", self.take(8, what))[0], what, start)
+
+    def values(self, n: int, dtype, what: str) -> np.ndarray:
+        """Read ``n`` consecutive scalars of ``dtype`` (finite if floating point)."""
+        dtype = np.dtype(dtype)
+        start = self.offset
+        arr = np.frombuffer(self.take(n * dtype.itemsize, what), dtype=dtype)
+        self._check_finite(arr, start, what)
+        return arr.astype(dtype.newbyteorder("="), copy=True)
+
+    def _check_finite(self, arr: np.ndarray, start: int, what: str) -> None:
+        if arr.dtype.kind == "f":
+            bad = ~np.isfinite(arr.reshape(-1))
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise self.error(f"finite values in {what}", repr(float(arr.reshape(-1)[i])),
+                                 offset=start + i * arr.dtype.itemsize)
+
+    def count(self, what: str, minimum: int = 0, maximum: int = MAX_DIM,
+              item_bytes: int = 0) -> int:
+        """Read an ``int32`` count in ``[minimum, maximum]``.
+
+        Parameters
+        ----------
+        what : str
+            Name of the count, for error messages.
+        minimum, maximum : int
+            Valid range.
+        item_bytes : int
+            Lower bound of the bytes each counted item occupies later in the
+            file; ``count * item_bytes`` must fit in what remains.
+        """
+        start = self.offset
+        n = self.int32(what)
+        if not minimum <= n <= maximum:
+            raise self.error(f"{what} in [{minimum}, {maximum}]", n, offset=start)
+        if n * item_bytes > self.remaining:
+            raise self.error(f"{what} whose {n} items fit in the {self.remaining} remaining bytes",
+                             n, offset=start)
+        return n
+
+    def mat(self, what: str = "a matrix", types: Sequence[int] = FLOAT_TYPES,
+            shape=None) -> np.ndarray:
+        """Read one OpenCV matrix record (header ``rows, cols, type`` and data).
+
+        Parameters
+        ----------
+        what : str
+            Name of the matrix, for error messages.
+        types : sequence of int
+            Allowed OpenCV type codes: :data:`FLOAT_TYPES` by default,
+            :data:`INT_TYPES` or :data:`ALL_TYPES`.
+        shape : tuple of (int or None), optional
+            Required ``(rows, cols)``; ``None`` entries are not checked.
 
         Returns
         -------
         (rows, cols) ndarray
-            In the file's own dtype (so that writing it back is byte-identical).
+            A copy in the file's dtype (native byte order), so that writing it
+            back is byte-identical. Floating-point data is finite.
         """
-        start = self.pos
-        rows = self.read_count(f"{what}: row count")
-        cols = self.read_count(f"{what}: column count")
-        type_pos = self.pos
-        cv_type = self.read_i32(f"{what}: OpenCV type code")
-        if cv_type not in CV_TYPE_TO_DTYPE:
-            raise self.error(f"{what}: an OpenCV single-channel type code (0-6)",
-                             found=str(cv_type), offset=type_pos)
-        dtype = CV_TYPE_TO_DTYPE[cv_type]
-        if dtypes is not None and dtype not in dtypes:
-            raise self.error(f"{what}: type {' or '.join(str(d) for d in dtypes)}",
-                             found=str(dtype), offset=type_pos)
-        nbytes = rows * cols * dtype.itemsize
-        self._need(nbytes, f"{what}: {rows}x{cols} {dtype} data")
-        arr = np.frombuffer(self.data, dtype=dtype, count=rows * cols, offset=self.pos)
-        self.pos += nbytes
-        del start
-        return arr.reshape(rows, cols).copy()
+        start = self.offset
+        rows, cols, typ = struct.unpack("<iii", self.take(_MAT_HEADER_BYTES, f"header of {what}"))
+        if typ not in types:
+            allowed = ", ".join(CV_TYPE_NAMES.get(t, str(t)) for t in types)
+            raise self.error(f"{what} of type {allowed}", f"type code {typ}", offset=start + 8)
+        if not (0 <= rows <= MAX_DIM and 0 <= cols <= MAX_DIM):
+            raise self.error(f"{what} of at most {MAX_DIM} x {MAX_DIM}", f"{rows} x {cols}",
+                             offset=start)
+        if shape is not None:
+            for want, got in zip(shape, (rows, cols)):
+                if want is not None and want != got:
+                    raise self.error(f"{what} of shape {tuple(shape)}", f"{rows} x {cols}",
+                                     offset=start)
+        dtype = CV_TYPE_TO_DTYPE[typ]
+        data_start = self.offset
+        arr = np.frombuffer(self.take(rows * cols * dtype.itemsize,
+                                      f"{rows} x {cols} {CV_TYPE_NAMES[typ]} data of {what}"),
+                            dtype=dtype)
+        self._check_finite(arr, data_start, what)
+        return arr.astype(dtype.newbyteorder("="), copy=True).reshape(rows, cols)
 
     def expect_end(self) -> None:
-        """Raise unless every byte has been consumed."""
+        """Raise unless every byte has been consumed (a sign of a misread file)."""
         if self.remaining:
-            raise self.error("end of file", found=f"{self.remaining} trailing bytes")
+            raise self.error("end of file", f"{self.remaining} trailing bytes")
 
 
 class BinaryWriter:
     """Accumulates OpenFace binary records; :meth:`save` writes them atomically."""
 
     def __init__(self):
-        self.parts: list[bytes] = []
+        self.parts: list = []
 
     def i32(self, value: int) -> None:
         self.parts.append(struct.pack("<i", int(value)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._binary import BinaryReader, BinaryWriter
+from ._binary import ALL_TYPES, BinaryReader, BinaryWriter
 
 
 def read_patch_header(r: BinaryReader):
@@ -17,18 +17,23 @@ def read_patch_header(r: BinaryReader):
     centers : (n_views, 3) array, degrees, file dtype
     visibilities : (n_views, n_points) array, file dtype
     """
-    scaling = r.read_f64("patch scaling")
-    if not (np.isfinite(scaling) and 0 < scaling < 100):
+    scaling = r.float64("patch scaling")
+    if not 0 < scaling < 100:
         raise r.error("a patch scaling in (0, 100)", found=repr(scaling), offset=0)
-    n_views = r.read_count("view count", 1, 1000)
-    centers = [r.read_mat(f"view {v} centre") for v in range(n_views)]
-    for v, c in enumerate(centers):
-        if c.size != 3:
-            raise r.error(f"view {v} centre with 3 values", found=f"shape {c.shape}")
-    vis = [r.read_mat(f"view {v} visibility") for v in range(n_views)]
+    n_views = r.count("view count", 1, 1000)
+    centers = []
+    for v in range(n_views):
+        at = r.offset
+        c = r.mat(f"view {v} centre", types=ALL_TYPES)
+        if c.size != 3 or np.abs(c.astype(np.float64)).max() > 360:
+            raise r.error(f"view {v} centre: 3 angles in [-360, 360] degrees",
+                          found=f"shape {c.shape}", offset=at)
+        centers.append(c)
+    vis = [r.mat(f"view {v} visibility", types=ALL_TYPES, shape=(None, 1))
+           for v in range(n_views)]
     n_points = vis[0].shape[0]
-    if any(v.shape != (n_points, 1) for v in vis):
-        raise r.error(f"visibilities of shape ({n_points}, 1) for every view")
+    if n_points == 0 or any(v.shape != (n_points, 1) for v in vis):
+        raise r.error(f"visibilities of shape ({max(n_points, 1)}, 1) for every view")
     return scaling, np.stack([c.reshape(3) for c in centers]), np.stack([v.reshape(-1) for v in vis])
 
 

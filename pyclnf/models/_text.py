@@ -2,7 +2,10 @@
 
 The format is a sequence of records ``rows cols type`` followed by
 ``rows*cols`` numbers, with ``#`` comment lines in between.  Errors name the
-file and the 1-based line number.
+file and the 1-based line number.  Values must be finite (``nan``, ``inf`` and
+``1e309`` are refused) and, for integer types, whole numbers in the type's
+range.  Files are read with :func:`~pyclnf.models._binary.read_model_bytes`
+(a regular file of at most :data:`~pyclnf.models._binary.MAX_TEXT_BYTES`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import numpy as np
 
 from ..errors import ModelFormatError
-from ._binary import CV_TYPE_TO_DTYPE, MAX_DIM
+from ._binary import CV_TYPE_TO_DTYPE, MAX_DIM, MAX_TEXT_BYTES, read_model_bytes
 
 
 class TextMatrixReader:
@@ -20,12 +23,7 @@ class TextMatrixReader:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        try:
-            with open(self.path, "r", encoding="latin-1") as fh:
-                lines = fh.read().splitlines()
-        except OSError as exc:
-            raise ModelFormatError(self.path, None, "a readable file", found=str(exc),
-                                   unit="line") from exc
+        lines = read_model_bytes(self.path, MAX_TEXT_BYTES).decode("latin-1").splitlines()
         self.tokens: list[str] = []
         self.token_lines: list[int] = []
         for number, line in enumerate(lines, start=1):
@@ -63,8 +61,14 @@ class TextMatrixReader:
             raise self.error(f"{what} in [{minimum}, {maximum}]", found=str(value))
         return value
 
-    def read_mat(self, what: str = "a matrix") -> np.ndarray:
-        """Read one text matrix record, returned in its declared dtype."""
+    def read_mat(self, what: str = "a matrix", max_abs: float = None,
+                 minimum: float = None) -> np.ndarray:
+        """Read one text matrix record, returned in its declared dtype.
+
+        ``max_abs`` bounds the magnitude of floating-point values further than
+        the declared dtype does (e.g. float32's range for data kept in float32);
+        ``minimum`` is the smallest value accepted (e.g. 0 for indices).
+        """
         rows = self.read_int(f"{what}: row count")
         cols = self.read_int(f"{what}: column count")
         cv_type = self.read_int(f"{what}: OpenCV type code", 0, 6)
@@ -79,6 +83,22 @@ class TextMatrixReader:
             bad = next(t for t in chunk if not _is_number(t))
             self.pos += chunk.index(bad)
             raise self.error(f"{what}: a number", found=repr(bad)) from None
+        if dtype.kind == "f":
+            limit = np.finfo(dtype).max if max_abs is None else min(max_abs, np.finfo(dtype).max)
+            ok = np.isfinite(values) & (np.abs(values) <= limit)
+            expected = f"{what}: a finite number of magnitude at most {float(limit):.6g}"
+        else:
+            info = np.iinfo(dtype)
+            ok = (np.isfinite(values) & (values == np.round(values))
+                  & (values >= info.min) & (values <= info.max))
+            expected = f"{what}: a whole number in [{info.min}, {info.max}]"
+        if minimum is not None:
+            ok &= values >= minimum
+            expected += f" >= {minimum}"
+        if not ok.all():
+            i = int(np.argmin(ok))
+            self.pos += i
+            raise self.error(expected, found=repr(chunk[i]))
         self.pos += count
         return values.astype(dtype).reshape(rows, cols)
 

@@ -86,14 +86,14 @@ def read_ccnf(path) -> CCNFScale:
     r = BinaryReader(path)
     scaling, centers, vis = read_patch_header(r)
     n_views, n_points = vis.shape
-    n_windows = r.read_count("window count", 0, 64)
+    n_windows = r.count("window count", 0, 64)
     windows, components = [], []
     for w in range(n_windows):
-        size = r.read_count(f"window {w} size", 1, 1024)
-        n_comp = r.read_count(f"window {size} component count", 0, 64)
+        size = r.count(f"window {w} size", 1, 1024)
+        n_comp = r.count(f"window {size} component count", 0, 64)
         comps = []
         for s in range(n_comp):
-            m = r.read_mat(f"window {size} CRF component {s}")
+            m = r.mat(f"window {size} CRF component {s}")
             if m.shape != (size * size, size * size):
                 raise r.error(f"a ({size * size}, {size * size}) CRF component", found=f"shape {m.shape}")
             comps.append(m)
@@ -105,29 +105,29 @@ def read_ccnf(path) -> CCNFScale:
         row = []
         for p in range(n_points):
             where = f"view {v} landmark {p} expert"
-            r.expect_i32(EXPERT_RECORD, f"{where}: record type")
-            width = r.read_count(f"{where}: width", 1, 1024)
-            height = r.read_count(f"{where}: height", 1, 1024)
-            n_neurons = r.read_count(f"{where}: neuron count", 0, 100000)
+            r.expect_int32(EXPERT_RECORD, f"{where}: record type")
+            width = r.count(f"{where}: width", 1, 1024)
+            height = r.count(f"{where}: height", 1, 1024)
+            n_neurons = r.count(f"{where}: neuron count", 0, 100000)
             if n_neurons == 0:
-                row.append(CCNFExpert(width, height, empty_marker=r.read_i32(f"{where}: empty marker")))
+                row.append(CCNFExpert(width, height, empty_marker=r.int32(f"{where}: empty marker")))
                 continue
             neurons = []
             for k in range(n_neurons):
-                r.expect_i32(NEURON_RECORD, f"{where}: neuron {k} record type")
-                ntype = r.read_i32(f"{where}: neuron {k} type")
+                r.expect_int32(NEURON_RECORD, f"{where}: neuron {k} record type")
+                ntype = r.int32(f"{where}: neuron {k} type")
                 if ntype not in (0, 3):
-                    raise r.error(f"{where}: neuron type 0 or 3", found=str(ntype), offset=r.pos - 4)
-                norm_w = r.read_f64()
-                bias = r.read_f64()
-                alpha = r.read_f64()
-                weights = r.read_mat(f"{where}: neuron {k} weights")
+                    raise r.error(f"{where}: neuron type 0 or 3", found=str(ntype), offset=r.offset - 4)
+                norm_w = r.float64(f"{where}: neuron {k} norm_weights")
+                bias = r.float64(f"{where}: neuron {k} bias")
+                alpha = r.float64(f"{where}: neuron {k} alpha")
+                weights = r.mat(f"{where}: neuron {k} weights")
                 if weights.shape != (height, width):
                     raise r.error(f"{where}: neuron weights of shape ({height}, {width})",
                                   found=f"shape {weights.shape}")
                 neurons.append(CCNFNeuron(ntype, norm_w, bias, alpha, weights))
-            betas = [r.read_f64(f"{where}: beta {b}") for b in range(n_betas)]
-            conf = r.read_f64(f"{where}: confidence")
+            betas = [r.float64(f"{where}: beta {b}") for b in range(n_betas)]
+            conf = r.float64(f"{where}: confidence")
             row.append(CCNFExpert(width, height, neurons, betas, conf))
         experts.append(row)
     r.expect_end()

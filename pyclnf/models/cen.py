@@ -25,10 +25,11 @@ from typing import List
 
 import numpy as np
 
-from ._binary import BinaryReader, BinaryWriter
+from ._binary import FLOAT_TYPES, BinaryReader, BinaryWriter
 from ._patch_header import ViewLayoutMixin, read_patch_header, write_patch_header
 
 EXPERT_RECORD = 6
+CV_32S = 4
 SIGMOID, LINEAR, RELU = 0, 1, 2
 ACTIVATION_NAMES = {SIGMOID: "sigmoid", LINEAR: "linear", RELU: "relu"}
 
@@ -84,30 +85,32 @@ def read_cen(path) -> CENScale:
     r = BinaryReader(path)
     scaling, centers, vis = read_patch_header(r)
     n_views, n_points = vis.shape
-    mirror_inds = r.read_mat("mirror_inds", dtypes=(np.dtype("<i4"),))
+    at = r.offset
+    mirror_inds = r.mat("mirror_inds", types=(CV_32S,))
     if mirror_inds.shape != (n_points, 1) or mirror_inds.min() < 0 or mirror_inds.max() >= n_points:
-        raise r.error(f"mirror_inds: ({n_points}, 1) indices in [0, {n_points})")
-    mirror_views = r.read_mat("mirror_views", dtypes=(np.dtype("<i4"),))
+        raise r.error(f"mirror_inds: ({n_points}, 1) indices in [0, {n_points})", offset=at)
+    at = r.offset
+    mirror_views = r.mat("mirror_views", types=(CV_32S,))
     if mirror_views.shape != (n_views, 1) or mirror_views.min() < 0 or mirror_views.max() >= n_views:
-        raise r.error(f"mirror_views: ({n_views}, 1) indices in [0, {n_views})")
+        raise r.error(f"mirror_views: ({n_views}, 1) indices in [0, {n_views})", offset=at)
     experts = []
     for v in range(n_views):
         row = []
         for p in range(n_points):
             where = f"view {v} landmark {p} expert"
-            r.expect_i32(EXPERT_RECORD, f"{where}: record type")
-            width = r.read_count(f"{where}: width", 1, 1024)
-            height = r.read_count(f"{where}: height", 1, 1024)
-            n_layers = r.read_count(f"{where}: layer count", 0, 64)
+            r.expect_int32(EXPERT_RECORD, f"{where}: record type")
+            width = r.count(f"{where}: width", 1, 1024)
+            height = r.count(f"{where}: height", 1, 1024)
+            n_layers = r.count(f"{where}: layer count", 0, 64)
             e = CENExpert(width, height)
             expected_in = width * height + 1
             for k in range(n_layers):
-                act_pos = r.pos
-                act = r.read_i32(f"{where}: layer {k} activation")
+                act_pos = r.offset
+                act = r.int32(f"{where}: layer {k} activation")
                 if act not in ACTIVATION_NAMES:
                     raise r.error(f"{where}: layer {k} activation 0, 1 or 2", found=str(act), offset=act_pos)
-                bias = r.read_mat(f"{where}: layer {k} bias", dtypes=(np.dtype("<f4"), np.dtype("<f8")))
-                weights = r.read_mat(f"{where}: layer {k} weights", dtypes=(np.dtype("<f4"), np.dtype("<f8")))
+                bias = r.mat(f"{where}: layer {k} bias", types=FLOAT_TYPES)
+                weights = r.mat(f"{where}: layer {k} weights", types=FLOAT_TYPES)
                 if weights.shape[1] != expected_in or bias.shape != (weights.shape[0], 1):
                     raise r.error(f"{where}: layer {k} weights with {expected_in} inputs and a matching bias",
                                   found=f"weights {weights.shape}, bias {bias.shape}")
@@ -115,7 +118,7 @@ def read_cen(path) -> CENScale:
                 e.activations.append(act)
                 e.biases.append(bias)
                 e.weights.append(weights)
-            e.confidence = r.read_f64(f"{where}: confidence")
+            e.confidence = r.float64(f"{where}: confidence")
             row.append(e)
         experts.append(row)
     r.expect_end()

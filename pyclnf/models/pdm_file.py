@@ -13,6 +13,9 @@ import numpy as np
 
 from ._text import TextMatrixReader
 
+#: PDM arrays are kept in float32, so values must fit in it.
+_F32_MAX = float(np.finfo(np.float32).max)
+
 
 @dataclass
 class PDMData:
@@ -34,18 +37,25 @@ class PDMData:
 
 
 def read_pdm(path) -> PDMData:
-    """Read an OpenFace PDM text file (errors name the file and line)."""
+    """Read an OpenFace PDM text file.
+
+    Raises
+    ------
+    ModelFormatError
+        Naming the file and line: malformed, inconsistent shapes, values that
+        are not finite or beyond float32's range, non-positive eigenvalues.
+    """
     r = TextMatrixReader(path)
-    mean = r.read_mat("mean shape")
+    mean = r.read_mat("mean shape", _F32_MAX)
     if mean.shape[1] != 1 or mean.shape[0] % 3 or mean.shape[0] == 0:
         raise r.error("a mean shape of shape (3n, 1)", found=f"shape {mean.shape}")
-    pc = r.read_mat("principal components")
+    pc = r.read_mat("principal components", _F32_MAX)
     if pc.shape[0] != mean.shape[0]:
         raise r.error(f"principal components with {mean.shape[0]} rows", found=f"shape {pc.shape}")
-    ev = r.read_mat("eigenvalues")
+    ev = r.read_mat("eigenvalues", _F32_MAX)
     if ev.size != pc.shape[1]:
         raise r.error(f"{pc.shape[1]} eigenvalues", found=f"{ev.size}")
     ev = ev.reshape(-1)
-    if np.any(ev <= 0):
+    if np.any(ev.astype(np.float32) <= 0):  # also in float32, where they are used
         raise r.error("positive eigenvalues")
     return PDMData(mean.reshape(-1).astype(np.float32), pc.astype(np.float32), ev.astype(np.float32))
