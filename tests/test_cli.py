@@ -377,22 +377,68 @@ def test_sequence_csv_timestamps_match_openface(sequence_run):
 
 # --- resume, usage ----------------------------------------------------------------
 
-def test_skip_existing(model_dir, shared_dir, tmp_path):
+def test_rerun_refuses_then_overwrite_or_resume(model_dir, shared_dir, tmp_path):
+    """A rerun into the same folder must not replace an earlier result
+    silently: it is refused (exit 1, one line naming the file and the flags),
+    ``--resume`` (alias ``--skip-existing``) skips it, ``--overwrite``
+    replaces it."""
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     sentinel = "sentinel, not overwritten\n"
     (out_dir / "sample1.csv").write_text(sentinel)
     args = [_data(shared_dir, "sample1.jpg"), _data(shared_dir, "sample4.jpg")] + _base_args(model_dir, out_dir)
-    rc, _, stderr = _run(args + ["--skip-existing"])
-    assert rc == 0, stderr
-    assert (out_dir / "sample1.csv").read_text() == sentinel
+    rc, _, stderr = _run(args)
+    assert rc == 1
+    assert len(stderr.splitlines()) == 1 and "sample1.csv" in stderr and "--overwrite" in stderr, stderr
+    assert not (out_dir / "sample4.csv").exists(), "nothing may be processed when a rerun is refused"
+    for flag in ("--resume", "--skip-existing"):
+        rc, stdout, stderr = _run(args + [flag])
+        assert rc == 0, stderr
+        assert (out_dir / "sample1.csv").read_text() == sentinel
+        assert "already done)" in stdout
     _, rows = _read_csv(out_dir / "sample4.csv")
     assert len(rows) == 1
-    # without the flag the existing CSV is replaced
-    rc, _, stderr = _run(args)
+    rc, _, stderr = _run(args + ["--overwrite"])
     assert rc == 0, stderr
     header, rows = _read_csv(out_dir / "sample1.csv")
     assert header[:2] == ["frame", "face_id"] and len(rows) == 1
+    with pytest.raises(SystemExit) as exc:
+        _run(args + ["--overwrite", "--resume"])
+    assert exc.value.code == 2
+
+
+def test_same_stem_inputs_get_distinct_outputs(model_dir, shared_dir, tmp_path):
+    """``a/x.jpg b/x.jpg`` wrote both to ``x.csv`` (the second overwrote the
+    first): outputs now mirror the paths below the common folder."""
+    for sub, src in (("a", "sample1.jpg"), ("b", "sample4.jpg")):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "x.jpg").symlink_to(_data(shared_dir, src))
+    out_dir = tmp_path / "out"
+    rc, _, stderr = _run([tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg"] + _base_args(model_dir, out_dir))
+    assert rc == 0, stderr
+    assert sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()) == \
+        ["a/x.csv", "b/x.csv"]
+    for sub, src in (("a", "sample1.jpg"), ("b", "sample4.jpg")):
+        rc, _, stderr = _run([_data(shared_dir, src)] + _base_args(model_dir, tmp_path / src))
+        assert rc == 0, stderr
+        assert (out_dir / sub / "x.csv").read_text() == (tmp_path / src / Path(src).with_suffix(".csv")).read_text()
+
+
+def test_folder_named_like_a_subcommand(model_dir, shared_dir, tmp_path, monkeypatch, capsys):
+    """A folder called ``models`` is an input when written as a path
+    (``./models``, ``models/``); the bare name is the subcommand."""
+    seq = tmp_path / "models"
+    seq.mkdir()
+    for p in sorted(_data(shared_dir, "image_sequence").glob("*.jpg"))[:2]:
+        (seq / p.name).symlink_to(p)
+    monkeypatch.chdir(tmp_path)
+    rc, stdout, stderr = _run(["./models"] + _base_args(model_dir, "out"))
+    assert rc == 0, stderr
+    _, rows = _read_csv(tmp_path / "out" / "models.csv")
+    assert len(rows) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["models", "--help"])
+    assert exc.value.code == 0 and "usage: pyclnf models" in capsys.readouterr().out
 
 
 def test_missing_out_dir_is_usage_error(capsys):
@@ -408,6 +454,11 @@ def test_help_subprocess():
     proc = subprocess.run([sys.executable, "-m", "pyclnf", "--help"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    for command in ("run", "batch", "models", "export", "benchmark"):
+        assert f"    {command}" in proc.stdout, command
+    proc = subprocess.run([sys.executable, "-m", "pyclnf", "run", "--help"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
     for flag in ("--out-dir", "--model", "--json", "--overlay", "--pdm-params", "--3d", "--images",
-                 "--skip-existing"):
+                 "--overwrite", "--resume", "--fx"):
         assert flag in proc.stdout, flag
