@@ -8,7 +8,9 @@ flattened column-major too (``xx * 11 + yy``) after a leading bias entry 1.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from .._numba_cache import njit
 
 
 @njit(cache=True, nogil=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from .._numba_cache import njit
 
 STEP = np.float32(0.1)
 

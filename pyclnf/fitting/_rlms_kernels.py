@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from .._numba_cache import njit
 
 from ._meanshift_kernels import kde_mean_shift
 
