@@ -8,7 +8,7 @@ OpenFace's real architecture (122-300-100-50-1 at 0.25/0.35, 122-500-200-100-1
 at 0.50/1.00; :func:`pyclnf.models.synthetic.write_synthetic_cen_set`, seed 0)
 -- it prints
 
-1. responses per second of every backend (:func:`pyclnf.backends.benchmark_backends`,
+1. responses per second of every backend (:func:`pyclnf.backends.benchmark_backends_detailed`,
    all 68 landmarks of the frontal view per call, 21 x 21 areas) at the
    coarsest scale and at scale 0.50 (real architecture: the large network);
 2. fixed-box ``CLNF.fit`` calls per second on the first ``--limit`` LFPW test
@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     import cv2
     import numpy as np
     from pyclnf import CLNF
-    from pyclnf.backends import benchmark_backends
-    from pyclnf.backends.benchmark import format_table
+    from pyclnf.backends import benchmark_backends_detailed
+    from pyclnf.backends.benchmark import format_fps, format_table
     from pyclnf.export import export_onnx
     from pyclnf.models.synthetic import write_synthetic_cen_set
 
@@ -73,7 +73,9 @@ def main(argv=None) -> int:
               f"({'built' if res.rebuilt else 'reused'}; {res.folder})")
         for scale in (0, 2):
             print(f"\n-- responses, scale {scale} (patch scaling {res.manifest.scales[scale]['patch_scaling']:.2f})")
-            print(format_table(benchmark_backends(patch, args.iterations, model_dir=folder, scale=scale)))
+            res_s = benchmark_backends_detailed(patch, args.iterations, model_dir=folder, scale=scale)
+            print(format_fps(res_s))
+            print(format_table(res_s))
         fps, lms = {}, {}
         for backend in ("numba", "onnx"):
             det = CLNF(model_dir=folder, model="ceclm", backend=backend)

@@ -11,7 +11,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .backends import PatchExpertBackend, get_backend_class, select_best_backend
+from .backends import PatchExpertBackend, get_backend_class
 from .backends.numba_backend import NumbaBackend
 from .config import MAIN_DESCRIPTORS, FitSettings, settings_for
 from .fitting.landmark_model import LandmarkModel
@@ -92,8 +92,7 @@ class CLNF:
             return backend.name, backend
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a name or a PatchExpertBackend, got {type(backend).__name__}")
-        name = select_best_backend() if backend == "auto" else backend
-        cls = get_backend_class(name)
+        cls = get_backend_class(backend)            # "auto": pyclnf.backends.selection's rules
         return cls.name, cls
 
     @property

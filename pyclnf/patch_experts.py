@@ -77,17 +77,33 @@ class PatchExpertSet:
         self._confidence = {}
 
     @classmethod
-    def from_descriptor(cls, desc: ModelDescriptor, scales: Optional[Sequence[int]] = None) -> "PatchExpertSet":
-        """Read the patch-expert files a model descriptor lists."""
-        files = desc.patch_files
-        if scales is not None:
-            files = [files[i] for i in scales]
+    def from_descriptor(cls, desc: ModelDescriptor, scales: Optional[Sequence] = None) -> "PatchExpertSet":
+        """Read the patch-expert files a model descriptor lists.
+
+        Parameters
+        ----------
+        desc : ModelDescriptor
+        scales : sequence, optional
+            Which files to read (default all), either all *patch scalings*
+            (floats, e.g. ``[0.25, 0.35, 0.5]``, OpenFace's names for its
+            scales) or all *indices* into the descriptor's file list (ints);
+            see :func:`resolve_scale` for the rule.
+
+        Raises
+        ------
+        ValueError
+            An index out of range, a scaling no file has, or ints and floats mixed.
+        """
+        files = list(desc.patch_files)
         reader = read_cen if desc.patch_type == "cen" else read_ccnf
-        parsed = [reader(p) for p in files]
+        if scales is None:
+            indices, parsed = list(range(len(files))), [reader(p) for p in files]
+        else:
+            indices, parsed = _read_selected(files, reader, scales)
         early = None
-        if desc.early_termination is not None and (scales is None or 0 in scales):
+        if desc.early_termination is not None and 0 in indices:
             early = read_early_termination(desc.early_termination, parsed[0].n_views)
-        return cls(parsed, early, files)
+        return cls(parsed, early, [files[i] for i in indices])
 
     @property
     def n_scales(self) -> int:
@@ -136,3 +152,150 @@ class PatchExpertSet:
                               np.array(sl, dtype=np.int64), np.array(fl, dtype=bool))
         self._plans[key] = plan
         return plan
+
+
+#: Two patch scalings closer than this are the same scale.
+SCALING_TOLERANCE = 1e-6
+
+
+def _is_index(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_scaling(value) -> bool:
+    return isinstance(value, (float, np.floating))
+
+
+def resolve_scale(patch_scaling: Sequence[float], scale) -> int:
+    """Index of ``scale`` in a list of patch scalings.
+
+    The rule used wherever PyCLNF takes a scale: a **float** is a patch
+    scaling (OpenFace's 0.25, 0.35, 0.5, 1.0 -- the image scale the patch
+    experts were trained at), matched within :data:`SCALING_TOLERANCE`; an
+    **int** is an index into ``patch_scaling``.  So ``1.0`` is the scaling
+    1.0 and ``1`` the second scale.
+
+    Parameters
+    ----------
+    patch_scaling : sequence of float
+        The scalings of the scales, in order.
+    scale : int or float
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    TypeError
+        ``scale`` is neither an int nor a float (bools are rejected).
+    ValueError
+        An index out of range or a scaling not in ``patch_scaling``.
+    """
+    n = len(patch_scaling)
+    if _is_index(scale):
+        i = int(scale)
+        if not 0 <= i < n:
+            raise ValueError(f"scale index must be in [0, {n}), got {i} (patch scalings "
+                             f"{_fmt(patch_scaling)}; pass a float to name a scaling)")
+        return i
+    if _is_scaling(scale):
+        for i, s in enumerate(patch_scaling):
+            if abs(float(s) - float(scale)) <= SCALING_TOLERANCE:
+                return i
+        raise ValueError(f"no patch scaling {float(scale):g}; available: {_fmt(patch_scaling)}")
+    raise TypeError(f"scale must be a patch scaling (float, e.g. 0.25) or an index (int), "
+                    f"got {type(scale).__name__} {scale!r}")
+
+
+def parse_scale(text: str):
+    """A scale written as text: with a decimal point (``"0.25"``, ``"1.0"``) a
+    patch scaling (float), without (``"0"``, ``"3"``) an index (int).
+
+    Raises
+    ------
+    ValueError
+        Not a number.
+    """
+    t = str(text).strip()
+    try:
+        return int(t) if t.lstrip("+-").isdigit() else float(t)
+    except ValueError:
+        raise ValueError(f"not a patch scaling (e.g. 0.25) or scale index (e.g. 0): {text!r}") from None
+
+
+def _fmt(scalings) -> str:
+    return "[" + ", ".join(f"{float(s):g}" for s in scalings) + "]"
+
+
+def _read_selected(files, reader, scales):
+    """(indices, parsed scales) of the files ``scales`` selects (see ``from_descriptor``)."""
+    scales = list(scales)
+    if not scales:
+        raise ValueError("scales must name at least one scale")
+    if all(_is_index(s) for s in scales):
+        bad = [int(s) for s in scales if not 0 <= int(s) < len(files)]
+        if bad:
+            raise ValueError(f"scale indices must be in [0, {len(files)}), got {bad}")
+        indices = [int(s) for s in scales]
+        return indices, [reader(files[i]) for i in indices]
+    if not all(_is_scaling(s) for s in scales):
+        raise TypeError(f"scales must be all patch scalings (floats, e.g. [0.25, 0.35, 0.5]) or all "
+                        f"indices (ints), got {scales!r}")
+    # the scaling is inside each file: read them in order until every requested one is found
+    found, seen = {}, []
+    for i, path in enumerate(files):
+        if len(found) == len(scales):
+            break
+        parsed = reader(path)
+        seen.append(float(parsed.patch_scaling))
+        for s in scales:
+            if abs(float(parsed.patch_scaling) - float(s)) <= SCALING_TOLERANCE:
+                found.setdefault(float(s), (i, parsed))
+    missing = [float(s) for s in scales if float(s) not in found]
+    if missing:
+        raise ValueError(f"no patch-expert file with scaling {_fmt(missing)}; the model has {_fmt(seen)}")
+    picked = [found[float(s)] for s in scales]
+    return [i for i, _ in picked], [p for _, p in picked]
+
+
+def load_expert_set(model_dir=None, model: str = "ceclm", scales: Optional[Sequence] = None) -> PatchExpertSet:
+    """The main model's patch experts of ``model`` from an OpenFace model folder.
+
+    Parameters
+    ----------
+    model_dir : path, optional
+        Model folder (default: ``$PYCLNF_MODEL_DIR`` or the per-user folder).
+    model : {"ceclm", "clnf"}
+        CE-CLM (CEN experts) or CLNF (CCNF experts).
+    scales : sequence of float or of int, optional
+        Patch scalings (e.g. ``[0.25, 0.35, 0.5]``) or file indices; default all
+        (see :meth:`PatchExpertSet.from_descriptor`).
+    """
+    from .config import MAIN_DESCRIPTORS
+    from .models import find_model_dir
+    from .models.descriptor import read_main_descriptor
+    if model not in MAIN_DESCRIPTORS:
+        raise ValueError(f"model must be one of {sorted(MAIN_DESCRIPTORS)}, got {model!r}")
+    root = find_model_dir(model_dir, required=(MAIN_DESCRIPTORS[model],))
+    desc = read_main_descriptor(root / MAIN_DESCRIPTORS[model])
+    return PatchExpertSet.from_descriptor(desc.detector, scales)
+
+
+def ccnf_precision(expert, components, window: int) -> np.ndarray:
+    """CCNF's CRF precision ``2 * (sum(alpha) * I + sum_b beta_b * S_b)``,
+    (w*w, w*w) float32 as OpenFace builds it; ``components`` are the scale's
+    S_b for this window (may be empty)."""
+    n = window * window
+    sum_alpha = np.float32(0)
+    for neuron in expert.neurons:
+        sum_alpha = np.float32(sum_alpha + np.float32(neuron.alpha))
+    q = sum_alpha * np.eye(n, dtype=np.float32)
+    for beta, comp in zip(expert.betas, components):
+        q = q + np.float32(beta) * comp.astype(np.float32)
+    return np.float32(2) * q
+
+
+def ccnf_sigma(expert, components, window: int) -> np.ndarray:
+    """CCNF's CRF covariance: the inverse of :func:`ccnf_precision`, float32."""
+    return np.linalg.inv(ccnf_precision(expert, components, window).astype(np.float64)).astype(np.float32)

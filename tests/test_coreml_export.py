@@ -200,13 +200,16 @@ def test_coreml_backend_availability(model_dir):
     from pyclnf import CLNF
     from pyclnf.backends.coreml_backend import CoreMLCENBackend, coreml_unavailable_reason
     assert "macOS" in coreml_unavailable_reason("linux")
+    backend = CoreMLCENBackend().load_models(model_dir, scales=[0.25])   # constructs and loads anywhere
+    assert backend.name == "coreml" and backend.experts.patch_scaling == [0.25]
     if not ON_MACOS:
+        for use in (backend.prepare, lambda: backend.response(np.zeros((21, 21)), 36, 0.25)):
+            with pytest.raises(BackendUnavailableError, match="only on macOS"):
+                use()                                        # ... but refuses to predict, saying why
         with pytest.raises(BackendUnavailableError, match="only on macOS"):
-            CoreMLCENBackend()
-        with pytest.raises(BackendUnavailableError, match="only on macOS"):
-            CLNF(model_dir=model_dir, backend="coreml", validate=False)
-    else:
-        assert CoreMLCENBackend().name == "coreml"
+            CLNF(model_dir=model_dir, backend="coreml", validate=False)   # a detector fails up front
+        with pytest.raises(ValueError, match="compute_units"):
+            CoreMLCENBackend(compute_units="GPU")
 
 
 def test_coreml_backend_host_side_with_onnx_standing_in_for_coreml(cen_export, tmp_path_factory, model_dir,

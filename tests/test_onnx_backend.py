@@ -20,6 +20,8 @@ Tolerances
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -197,8 +199,7 @@ def test_cuda_request_without_cuda_names_the_package():
 
 
 def test_missing_onnxruntime_gives_install_hint(monkeypatch):
-    import pyclnf.backends.onnx_backend as mod
-    monkeypatch.setattr(mod, "_ort", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)          # as if not installed
     with pytest.raises(BackendUnavailableError, match=r"pip install 'pyclnf-accel\[onnx\]'") as info:
         get_backend_class("onnx")()
     assert isinstance(info.value, ImportError)

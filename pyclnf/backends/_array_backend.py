@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ..patch_experts import SUPPORT
+from ..patch_experts import SUPPORT, ccnf_sigma
 from .base import PatchExpertBackend
 
 
@@ -43,25 +43,6 @@ def _stack_padded(mats: List[np.ndarray]) -> np.ndarray:
     for i, m in enumerate(mats):
         out[i, :m.shape[0], :m.shape[1]] = m
     return out
-
-
-def ccnf_precision(expert, components, window: int) -> np.ndarray:
-    """CCNF's CRF precision ``2 * (sum(alpha) * I + sum_b beta_b * S_b)``,
-    (w*w, w*w) float32 as OpenFace builds it; ``components`` are the scale's
-    S_b for this window (may be empty)."""
-    n = window * window
-    sum_alpha = np.float32(0)
-    for neuron in expert.neurons:
-        sum_alpha = np.float32(sum_alpha + np.float32(neuron.alpha))
-    q = sum_alpha * np.eye(n, dtype=np.float32)
-    for beta, comp in zip(expert.betas, components):
-        q = q + np.float32(beta) * comp.astype(np.float32)
-    return np.float32(2) * q
-
-
-def ccnf_sigma(expert, components, window: int) -> np.ndarray:
-    """CCNF's CRF covariance: the inverse of :func:`ccnf_precision`, float32."""
-    return np.linalg.inv(ccnf_precision(expert, components, window).astype(np.float64)).astype(np.float32)
 
 
 class ArrayBackend(PatchExpertBackend):

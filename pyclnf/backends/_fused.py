@@ -101,7 +101,14 @@ class FusedModelBackend(PatchExpertBackend):
 
     def prepare(self) -> None:
         """Compile the host kernels, export if needed, load every fused model
-        and run each once (excluded from timings)."""
+        and run each once (excluded from timings).
+
+        Raises
+        ------
+        BackendUnavailableError
+            The backend cannot run here (checked before anything is exported).
+        """
+        self._check_available()
         from .numba_backend import warm_up
         warm_up()
         self.ensure_exported()

@@ -6,16 +6,25 @@ intensities 0-255 -- into (w, w) response maps, indexed ``[row y, column x]``
 with the landmark's current position at the centre ``((w-1)/2, (w-1)/2)``.
 Mirrored CEN experts are resolved inside the backend (flip in, flip out), so
 callers only name landmarks, scales and views.
+
+Scales: wherever a backend takes a scale, a **float** is a patch scaling
+(OpenFace's 0.25, 0.35, 0.5, 1.0) and an **int** an index into the loaded
+scales (``experts.patch_scaling``); ``1.0`` and ``1`` therefore differ (see
+:func:`pyclnf.patch_experts.resolve_scale`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..patch_experts import PatchExpertSet, SUPPORT
+from ..errors import BackendUnavailableError
+from ..patch_experts import PatchExpertSet, SUPPORT, load_expert_set, resolve_scale
+
+#: A scale: a patch scaling (float, e.g. 0.25) or an index into the loaded scales (int).
+Scale = Union[int, float]
 
 
 class PatchExpertBackend(ABC):
@@ -45,41 +54,84 @@ class PatchExpertBackend(ABC):
     def _on_bind(self) -> None:
         """Hook for subclasses to reset caches."""
 
-    def load_models(self, model_dir=None, scales: Optional[Sequence[int]] = None,
+    @classmethod
+    def unavailable_reason(cls) -> Optional[str]:
+        """Why this backend cannot compute responses on this machine, or None
+        if it can (checked without importing optional packages when possible)."""
+        return None
+
+    def _check_available(self) -> None:
+        """Raise :class:`BackendUnavailableError` if :meth:`unavailable_reason` says so
+        (checked once per object)."""
+        if self.__dict__.get("_available"):
+            return
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailableError(reason)
+        self._available = True
+
+    def load_models(self, model_dir=None, scales: Optional[Sequence[Scale]] = None,
                     model: str = "ceclm") -> "PatchExpertBackend":
-        """Read the patch experts of ``model`` ("ceclm" or "clnf") from an
-        OpenFace model folder (``model_dir`` or the located default)."""
-        from ..models import find_model_dir
-        from ..models.descriptor import read_main_descriptor
-        from ..config import MAIN_DESCRIPTORS
-        if model not in MAIN_DESCRIPTORS:
-            raise ValueError(f"model must be one of {sorted(MAIN_DESCRIPTORS)}, got {model!r}")
-        root = find_model_dir(model_dir, required=(MAIN_DESCRIPTORS[model],))
-        desc = read_main_descriptor(root / MAIN_DESCRIPTORS[model])
-        return self.bind(PatchExpertSet.from_descriptor(desc.detector, scales))
+        """Read and bind the patch experts of an OpenFace model folder.
+
+        Parameters
+        ----------
+        model_dir : path, optional
+            OpenFace model folder (default: ``$PYCLNF_MODEL_DIR`` or the
+            per-user folder ``pyclnf models install`` fills).
+        scales : sequence of float or of int, optional
+            Patch scalings to load, e.g. ``[0.25, 0.35, 0.5]`` (or indices
+            into the model's scale list); default all.  Later calls index
+            the *loaded* scales.
+        model : {"ceclm", "clnf"}
+            CE-CLM's CEN experts or CLNF's CCNF experts.
+
+        Returns
+        -------
+        self
+        """
+        return self.bind(load_expert_set(model_dir, model, scales))
 
     def prepare(self) -> None:
         """Compile or warm up whatever the backend needs (optional)."""
 
+    def scale_index(self, scale: Scale) -> int:
+        """Index into the loaded scales of a patch scaling (float) or index (int)."""
+        return resolve_scale(self._bound().patch_scaling, scale)
+
+    def _bound(self) -> PatchExpertSet:
+        if self.experts is None:
+            raise RuntimeError(f"{type(self).__name__} has no patch experts: call load_models() or bind() first")
+        return self.experts
+
     # --- responses ----------------------------------------------------------
-    def responses(self, areas: np.ndarray, landmarks: Sequence[int], scale: int, view: int) -> np.ndarray:
+    def responses(self, areas: np.ndarray, landmarks: Sequence[int], scale: Scale, view: int = 0) -> np.ndarray:
         """Responses of several landmarks at one scale and view.
 
         Parameters
         ----------
-        areas : (k, A, A) float32
-            Areas of interest, A = w + 10 (w odd).
+        areas : (k, A, A) array
+            Areas of interest, raw intensities 0-255, A = w + 10 (w odd).
         landmarks : (k,) int
-            Landmark of each area.
-        scale, view : int
+            Landmark of each area (0-67 for the 68-point model).
+        scale : float or int
+            Patch scaling (e.g. 0.25) or index into the loaded scales.
+        view : int
+            View index at that scale (0 = frontal).
 
         Returns
         -------
         (k, w, w) ndarray of float32
-            Zero maps for landmarks that have no expert at that view.
+            Indexed ``[.., y, x]``; zero maps for landmarks that have no
+            expert at that view.
+
+        Raises
+        ------
+        BackendUnavailableError
+            The backend cannot run on this machine (e.g. CoreML off macOS).
         """
-        if self.experts is None:
-            raise RuntimeError(f"{type(self).__name__} has no patch experts: call load_models() or bind() first")
+        ex = self._bound()
+        self._check_available()
         areas = np.asarray(areas)
         if areas.ndim != 3 or areas.shape[1] != areas.shape[2]:
             raise ValueError(f"areas must be (k, A, A), got shape {areas.shape}")
@@ -88,9 +140,7 @@ class PatchExpertBackend(ABC):
         lms = np.asarray(landmarks, dtype=np.int64).reshape(-1)
         if lms.size != areas.shape[0]:
             raise ValueError(f"{areas.shape[0]} areas but {lms.size} landmark indices")
-        ex = self.experts
-        if not 0 <= scale < ex.n_scales:
-            raise ValueError(f"scale must be in [0, {ex.n_scales}), got {scale}")
+        scale = resolve_scale(ex.patch_scaling, scale)
         if not 0 <= view < ex.n_views(scale):
             raise ValueError(f"view must be in [0, {ex.n_views(scale)}), got {view}")
         if lms.size and (lms.min() < 0 or lms.max() >= ex.n_points):
@@ -108,8 +158,13 @@ class PatchExpertBackend(ABC):
             out[sel] = self._compute(np.ascontiguousarray(areas[sel], dtype=np.float32), pos[sel], scale, view)
         return out
 
-    def response(self, area_of_interest: np.ndarray, landmark_idx: int, scale: int, view: int = 0) -> np.ndarray:
-        """(w, w) float32 response of one landmark (see :meth:`responses`)."""
+    def response(self, area_of_interest: np.ndarray, landmark_idx: int, scale: Scale, view: int = 0) -> np.ndarray:
+        """(w, w) float32 response of one landmark (see :meth:`responses`).
+
+        Examples
+        --------
+        >>> backend.response(image_patch, landmark_idx=36, scale=0.25)   # doctest: +SKIP
+        """
         a = np.asarray(area_of_interest)
         if a.ndim != 2:
             raise ValueError(f"area_of_interest must be (A, A), got shape {a.shape}")
@@ -118,21 +173,34 @@ class PatchExpertBackend(ABC):
     def batch_response(self, areas_of_interest, landmark_indices, scales, views=None) -> List[np.ndarray]:
         """Responses of many (area, landmark, scale, view) items.
 
-        Items are grouped by (scale, view, area size) and each group is one
-        :meth:`responses` call.  ``views=None`` means view 0 for all.
+        Parameters
+        ----------
+        areas_of_interest : sequence of (A_i, A_i) arrays
+        landmark_indices : int or sequence of int
+        scales : float, int or a sequence of them
+            Patch scalings or indices (see :meth:`responses`), one per item
+            or one for all.
+        views : int or sequence of int, optional
+            Default view 0 for all.
 
         Returns
         -------
         list of (w_i, w_i) float32 arrays, in the order of the inputs.
+            Items are grouped by (scale, view, area size); each group is one
+            :meth:`responses` call.
         """
+        ex = self._bound()
         n = len(areas_of_interest)
         lms = np.broadcast_to(np.asarray(landmark_indices, dtype=np.int64), (n,))
-        scs = np.broadcast_to(np.asarray(scales, dtype=np.int64), (n,))
+        scale_list = list(scales) if isinstance(scales, (list, tuple, np.ndarray)) else [scales] * n
+        if len(scale_list) != n:
+            raise ValueError(f"{n} areas but {len(scale_list)} scales")
+        scs = [resolve_scale(ex.patch_scaling, s.item() if isinstance(s, np.generic) else s) for s in scale_list]
         vws = np.zeros(n, np.int64) if views is None else np.broadcast_to(np.asarray(views, dtype=np.int64), (n,))
         result: List[Optional[np.ndarray]] = [None] * n
         groups = {}
         for i, a in enumerate(areas_of_interest):
-            groups.setdefault((int(scs[i]), int(vws[i]), np.shape(a)), []).append(i)
+            groups.setdefault((scs[i], int(vws[i]), np.shape(a)), []).append(i)
         for (s, v, _), idx in groups.items():
             r = self.responses(np.stack([np.asarray(areas_of_interest[i], dtype=np.float32) for i in idx]),
                                lms[idx], s, v)

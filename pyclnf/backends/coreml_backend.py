@@ -6,8 +6,12 @@ and reused while their source files are unchanged.  Whole views run through
 the fused per-(scale, view) packages, small requests through the
 per-landmark ones; the host does im2col with the Numba kernel, as for ONNX.
 
-Anywhere but macOS -- or without coremltools' native runtime -- constructing
-the backend raises :class:`~pyclnf.errors.BackendUnavailableError` saying why.
+The backend can be constructed, bound and exported anywhere (CoreML export
+runs on any OS); computing responses (``response``, ``responses``,
+``prepare``) anywhere but macOS -- or without coremltools' native runtime --
+raises :class:`~pyclnf.errors.BackendUnavailableError` saying why.
+``get_backend_class("coreml")`` (and so ``CLNF(backend="coreml")``) raises it
+up front.  coremltools is imported only when a model is exported or loaded.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from ._fused import FusedModelBackend
 __all__ = ["CoreMLCENBackend", "coreml_unavailable_reason"]
 
 _HINT = "pip install 'pyclnf-accel[coreml]'"
+#: Values of ``compute_units`` (names of ``coremltools.ComputeUnit``).
+COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
 
 
 def coreml_unavailable_reason(platform_name: Optional[str] = None) -> Optional[str]:
@@ -71,8 +77,13 @@ class CoreMLCENBackend(FusedModelBackend):
 
     Raises
     ------
-    BackendUnavailableError
-        Not macOS, or coremltools missing or unable to run models.
+    ValueError
+        Unknown ``compute_units``.
+
+    Notes
+    -----
+    Off macOS, or without a working coremltools, computing responses raises
+    :class:`~pyclnf.errors.BackendUnavailableError` (see the module docstring).
     """
 
     name = "coreml"
@@ -80,18 +91,15 @@ class CoreMLCENBackend(FusedModelBackend):
 
     def __init__(self, experts=None, *, compute_units: str = "ALL", export_dir=None, windows=None,
                  verbose: bool = False):
-        reason = coreml_unavailable_reason()
-        if reason is not None:
-            raise BackendUnavailableError(reason)
-        from ..export.coreml_export import import_coremltools
-        ct = import_coremltools()
-        try:
-            self.compute_units = getattr(ct.ComputeUnit, compute_units)
-        except AttributeError:
-            raise ValueError(f"compute_units must be one of ALL, CPU_AND_NE, CPU_AND_GPU, CPU_ONLY, "
-                             f"got {compute_units!r}") from None
+        if compute_units not in COMPUTE_UNITS:
+            raise ValueError(f"compute_units must be one of {', '.join(COMPUTE_UNITS)}, got {compute_units!r}")
+        self.compute_units = compute_units
         super().__init__(experts, export_dir=export_dir, windows=windows, verbose=verbose)
-        self._say(f"coreml backend: coremltools {ct.__version__}, compute units {compute_units}")
+
+    @classmethod
+    def unavailable_reason(cls) -> Optional[str]:
+        """See :func:`coreml_unavailable_reason`."""
+        return coreml_unavailable_reason()
 
     def _reset_models(self) -> None:
         self._models: Dict[tuple, object] = {}
@@ -100,9 +108,10 @@ class CoreMLCENBackend(FusedModelBackend):
     def _model(self, key, path: Path):
         m = self._models.get(key)
         if m is None:
+            self._check_available()
             from ..export.coreml_export import import_coremltools
             ct = import_coremltools()
-            m = ct.models.MLModel(str(path), compute_units=self.compute_units)
+            m = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, self.compute_units))
             self._models[key] = m
         return m
 

@@ -15,6 +15,7 @@ onnxruntime-gpu``), else ``CPUExecutionProvider``; which one runs is logged
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from pathlib import Path
@@ -25,28 +26,49 @@ import numpy as np
 from ..errors import BackendUnavailableError
 from ._fused import FusedModelBackend
 
-try:  # optional dependency
-    import onnxruntime as _ort
-except ModuleNotFoundError:  # pragma: no cover - exercised only without onnxruntime
-    _ort = None
-
 __all__ = ["ONNXCENBackend", "onnx_providers"]
 
 log = logging.getLogger("pyclnf.backends")
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
-_INSTALL_HINT = "pip install 'pyclnf-accel[onnx]' (or 'pyclnf-accel[cuda]' for NVIDIA GPUs)"
+_INSTALL_HINT = ("pip install 'pyclnf-accel[onnx]' (or, on NVIDIA GPUs instead of it, "
+                 "'pyclnf-accel[cuda]')")
+
+
+def _missing_package() -> Optional[str]:
+    """The first package the backend needs that cannot be imported, or None."""
+    for pkg in ("onnxruntime", "onnx"):            # onnx: exporting on first use
+        try:
+            importlib.import_module(pkg)
+        except ModuleNotFoundError:
+            return pkg
+    return None
+
+
+def runtime_clash() -> Optional[str]:
+    """A warning if both ``onnxruntime`` and ``onnxruntime-gpu`` are installed
+    (they share the ``onnxruntime`` module; which one loads is undefined)."""
+    from importlib import metadata
+    found = []
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            found.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    if len(found) < 2:
+        return None
+    return (f"both {found[0]} and {found[1]} are installed and clash; keep one: on NVIDIA GPUs "
+            f"`pip uninstall onnxruntime` and reinstall onnxruntime-gpu, elsewhere `pip uninstall onnxruntime-gpu` "
+            f"(install only one of the extras pyclnf-accel[onnx] and pyclnf-accel[cuda])")
 
 
 def _require_ort():
-    if _ort is None:
-        raise BackendUnavailableError(f"the onnx backend needs the package 'onnxruntime': {_INSTALL_HINT}")
-    try:
-        import onnx  # noqa: F401  (exporting needs it)
-    except ModuleNotFoundError as exc:
-        raise BackendUnavailableError(f"the onnx backend needs the package 'onnx': {_INSTALL_HINT}") from exc
-    return _ort
+    """Import onnxruntime (and check onnx), or raise BackendUnavailableError with the install hint."""
+    missing = _missing_package()
+    if missing is not None:
+        raise BackendUnavailableError(f"the onnx backend needs the package {missing!r}: {_INSTALL_HINT}")
+    return importlib.import_module("onnxruntime")
 
 
 def default_threads() -> int:
@@ -116,6 +138,9 @@ class ONNXCENBackend(FusedModelBackend):
     def __init__(self, experts=None, *, device: Optional[str] = None, export_dir=None, windows=None,
                  intra_op_threads: Optional[int] = None, verbose: bool = False, session_options=None):
         ort = _require_ort()
+        clash = runtime_clash()
+        if clash is not None:
+            log.warning("onnx backend: %s", clash)
         self.providers = onnx_providers(device)
         self.device = "cuda" if self.providers[0] == _CUDA else "cpu"
         if session_options is None:
@@ -131,6 +156,12 @@ class ONNXCENBackend(FusedModelBackend):
         super().__init__(experts, export_dir=export_dir, windows=windows, verbose=verbose)
         self._say(f"onnx backend: ONNX Runtime {ort.__version__} on {self.device.upper()} "
                   f"(providers {', '.join(self.providers)})")
+
+    @classmethod
+    def unavailable_reason(cls) -> Optional[str]:
+        """None if onnxruntime and onnx import, else which package to install."""
+        missing = _missing_package()
+        return None if missing is None else f"the onnx backend needs the package {missing!r}: {_INSTALL_HINT}"
 
     def _reset_models(self) -> None:
         self._sessions: Dict[tuple, object] = {}

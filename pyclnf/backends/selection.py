@@ -1,61 +1,46 @@
-"""Pick the fastest patch-expert backend this machine can run.
+"""Which backend ``backend="auto"`` means: fixed rules, no timing.
 
-``$PYCLNF_BACKEND`` (a backend name) overrides everything below -- e.g.
-``PYCLNF_BACKEND=numba`` to keep ``backend="auto"`` on the reference
-implementation in fidelity tests.  Otherwise, in order (:func:`select`):
+:func:`explain` decides, in this order, and says why:
 
-1. ``coreml`` on Apple silicon (arm64 macOS) when coremltools can run models;
-2. ``onnx`` when ONNX Runtime offers the ``CUDAExecutionProvider`` (NVIDIA);
-3. on CPU, ``onnx`` or ``numba``, decided by a micro-benchmark run once per
-   process (:func:`cpu_race`): both run the same batched CEN network
-   arithmetic (16 experts of OpenFace's 122-300-100-50-1 architecture on
-   60 positions each, random weights) -- ONNX Runtime's MatMul chain against
-   the Numba backend's own layer loop (NumPy/BLAS products with one BLAS
-   thread and experts split over threads, as during fits); the
-   host-side im2col and interpolation are identical in both and left out.
-   ONNX is chosen only if it is at least :data:`ONNX_MARGIN` times as fast,
-   because it costs an export on first use; ``numba`` otherwise, and
-   whenever onnxruntime is not installed.
+1. ``$PYCLNF_BACKEND`` (a backend name) -- e.g. ``PYCLNF_BACKEND=numba`` keeps
+   ``auto`` on the reference implementation (the test suite does this);
+2. the choice recorded by ``pyclnf benchmark --select`` (:func:`record_choice`,
+   the file :func:`choice_path`, in the per-user cache folder), as long as
+   that backend still runs here and the record was made on this kind of
+   machine (``sys.platform`` and ``platform.machine()``);
+   ``pyclnf benchmark --forget`` removes it;
+3. ``coreml`` on Apple silicon (arm64 macOS) when coremltools can run models;
+4. ``onnx`` when ONNX Runtime offers the ``CUDAExecutionProvider`` (NVIDIA);
+5. ``torch`` when a torch backend is registered, torch is installed and
+   ``torch.cuda.is_available()``;
+6. ``numba`` otherwise (the CPU reference).
+
+On a CPU-only machine ONNX Runtime is chosen only if ``pyclnf benchmark
+--select`` measured it faster and recorded it: the choice is made once, by a
+command, instead of by a race in every constructor.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import os
-import time
+import platform
+import sys
 from dataclasses import dataclass
-from typing import Optional
-
-import numpy as np
+from pathlib import Path
+from typing import Mapping, Optional
 
 log = logging.getLogger("pyclnf.backends")
 
-__all__ = ["BACKEND_ENV", "ONNX_MARGIN", "Choice", "select", "explain", "cpu_race"]
+__all__ = ["BACKEND_ENV", "CHOICE_FILE", "Choice", "select", "explain", "choice_path", "record_choice",
+           "recorded_choice", "forget_choice"]
 
-#: Environment variable naming the backend ``select`` returns (skips the rules).
+#: Environment variable naming the backend ``auto`` means (skips the rules).
 BACKEND_ENV = "PYCLNF_BACKEND"
-#: ONNX Runtime must be this many times faster than Numba to be chosen on CPU.
-ONNX_MARGIN = 1.2
-
-_RACE: Optional["RaceResult"] = None
-_K, _P = 16, 60
-_ARCH = (122, 300, 100, 50, 1)
-
-
-@dataclass(frozen=True)
-class RaceResult:
-    """Seconds per batched CEN evaluation (median of several runs)."""
-
-    numba_seconds: float
-    onnx_seconds: Optional[float]
-    onnx_reason: str = ""
-
-    @property
-    def ratio(self) -> Optional[float]:
-        """numba time / onnx time (> 1: ONNX faster)."""
-        if self.onnx_seconds is None or self.onnx_seconds <= 0:
-            return None
-        return self.numba_seconds / self.onnx_seconds
+#: File in the per-user cache folder holding the choice of ``pyclnf benchmark --select``.
+CHOICE_FILE = "backend-choice.json"
 
 
 @dataclass(frozen=True)
@@ -66,129 +51,155 @@ class Choice:
     reason: str
 
 
-def _weights(rng):
-    ws, bs = [], []
-    for a, b in zip(_ARCH[:-1], _ARCH[1:]):
-        ws.append((rng.standard_normal((_K, a, b)) / np.sqrt(a)).astype(np.float32))
-        bs.append((rng.standard_normal((_K, 1, b)) * 0.1).astype(np.float32))
-    return ws, bs
+# --------------------------------------------------------------------------- recorded choice
+def choice_path() -> Path:
+    """Where :func:`record_choice` writes: ``<user cache>/backend-choice.json``
+    (the user cache is ``$PYCLNF_CACHE_DIR``, else ``~/.cache/pyclnf`` and the
+    platform's equivalents, see :func:`pyclnf.export.manifest.user_cache_dir`)."""
+    from ..export.manifest import user_cache_dir
+    return user_cache_dir() / CHOICE_FILE
 
 
-def _median_time(fn, repeats: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+def _machine() -> dict:
+    return {"platform": sys.platform, "machine": platform.machine()}
 
 
-def _numba_time(x, ws, bs) -> float:
-    # the Numba backend's own layer loop (threads over experts, one BLAS thread, as in fits)
-    from .._threads import single_threaded_blas
-    from ..models.cen import RELU, SIGMOID
-    from ._array_backend import _CENGroup
-    from .numba_backend import NumbaBackend
-    backend = NumbaBackend()
-    group = _CENGroup(np.arange(_K)[:, None], ws, bs, (RELU, RELU, SIGMOID, SIGMOID))
-    with single_threaded_blas():
-        return _median_time(lambda: backend._run_group(x, group))
-
-
-def _onnx_time(x, ws, bs) -> float:
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper, numpy_helper
-    nodes, inits, h = [], [], "x"
-    for i, (w, b) in enumerate(zip(ws, bs)):
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes += [helper.make_node("MatMul", [h, f"w{i}"], [f"m{i}"]),
-                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]),
-                  helper.make_node("Relu" if i < 2 else "Sigmoid", [f"a{i}"], [f"h{i}"])]
-        h = f"h{i}"
-    F = onnx.TensorProto.FLOAT
-    graph = helper.make_graph(nodes, "race", [helper.make_tensor_value_info("x", F, [_K, None, _ARCH[0]])],
-                              [helper.make_tensor_value_info(h, F, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    from .onnx_backend import default_threads
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")   # as the onnx backend
-    so.intra_op_num_threads = default_threads()
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return _median_time(lambda: sess.run(None, {"x": x}))
-
-
-def cpu_race(refresh: bool = False) -> RaceResult:
-    """Time Numba against ONNX Runtime (CPU) once per process (see the module docstring).
+def record_choice(name: str, reason: str, details: Optional[Mapping] = None) -> Path:
+    """Record ``name`` as the backend ``auto`` picks on this machine.
 
     Parameters
     ----------
-    refresh : bool
-        Measure again instead of returning the cached result.
+    name : str
+        A registered backend name.
+    reason : str
+        Why (shown by ``select(verbose=True)``).
+    details : mapping, optional
+        JSON-serialisable figures behind the choice (e.g. the benchmark).
+
+    Returns
+    -------
+    Path
+        The file written (atomically).
     """
-    global _RACE
-    if _RACE is not None and not refresh:
-        return _RACE
-    from .numba_backend import warm_up
-    warm_up()
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((_K, _P, _ARCH[0])).astype(np.float32)
-    ws, bs = _weights(rng)
-    t_numba = _numba_time(x, ws, bs)
+    from . import available_backend_names
+    if name not in available_backend_names():
+        raise ValueError(f"cannot record {name!r}: not a backend ({available_backend_names()})")
+    path = choice_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"backend": name, "reason": reason, **_machine(),
+                               "details": dict(details or {})}, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def recorded_choice() -> Optional[dict]:
+    """The record :func:`record_choice` wrote, or None (no record, an unreadable
+    one, or one made on another kind of machine)."""
+    path = choice_path()
     try:
-        t_onnx, reason = _onnx_time(x, ws, bs), ""
-    except ModuleNotFoundError as exc:
-        t_onnx, reason = None, f"{exc.name} is not installed (pip install 'pyclnf-accel[onnx]')"
-    _RACE = RaceResult(t_numba, t_onnx, reason)
-    return _RACE
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable backend choice %s: %s", path, exc)
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("backend"), str):
+        log.warning("ignoring malformed backend choice %s", path)
+        return None
+    if any(rec.get(k) != v for k, v in _machine().items()):
+        log.info("ignoring backend choice %s: recorded on %s/%s", path, rec.get("platform"), rec.get("machine"))
+        return None
+    return rec
+
+
+def forget_choice() -> bool:
+    """Remove the recorded choice; True if there was one."""
+    try:
+        choice_path().unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+# --------------------------------------------------------------------------- rules
+def _runs_here(name: str) -> Optional[str]:
+    """None if backend ``name`` can run here, else why not."""
+    from . import get_backend_class
+    from ..errors import BackendUnavailableError
+    try:
+        get_backend_class(name)
+    except (BackendUnavailableError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def _onnx_cuda() -> Optional[bool]:
+    """True/False: ONNX Runtime has/lacks the CUDA provider; None: not installed."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _torch_cuda() -> bool:
+    """A torch backend is registered, torch is installed and sees a CUDA device."""
+    from . import REGISTRY
+    if "torch" not in REGISTRY or importlib.util.find_spec("torch") is None:
+        return False
+    try:
+        import torch
+        return bool(torch.cuda.is_available())
+    except Exception as exc:  # a broken torch install must not break selection
+        log.info("not using torch: %s", exc)
+        return False
 
 
 def explain() -> Choice:
-    """The backend :func:`select` picks, with the reason.
+    """The backend ``auto`` means, with the reason (see the module docstring).
 
     Raises
     ------
     ValueError
         ``$PYCLNF_BACKEND`` names no backend.
     """
+    from . import available_backend_names
     forced = os.environ.get(BACKEND_ENV, "").strip().lower()
     if forced and forced != "auto":
-        from . import available_backend_names
         if forced not in available_backend_names():
             raise ValueError(f"${BACKEND_ENV}={forced!r} is not a backend; choose one of "
                              f"{available_backend_names()} or 'auto'")
         return Choice(forced, f"set by ${BACKEND_ENV}")
+    rec = recorded_choice()
+    if rec is not None:
+        why_not = _runs_here(rec["backend"])
+        if why_not is None:
+            return Choice(rec["backend"], f"recorded by `pyclnf benchmark --select` in {choice_path()}: "
+                                          f"{rec.get('reason', '')}".rstrip(": "))
+        log.info("ignoring the recorded backend %s: %s", rec["backend"], why_not)
     from .coreml_backend import coreml_unavailable_reason, is_apple_silicon
     if is_apple_silicon():
         reason = coreml_unavailable_reason()
         if reason is None:
             return Choice("coreml", "Apple silicon with a working coremltools: CoreML")
         log.info("not using coreml: %s", reason)
-    try:
-        import onnxruntime as ort
-        providers = ort.get_available_providers()
-    except ModuleNotFoundError:
+    cuda = _onnx_cuda()
+    if cuda and _runs_here("onnx") is None:
+        return Choice("onnx", "ONNX Runtime offers CUDAExecutionProvider: ONNX on the NVIDIA GPU")
+    if _torch_cuda() and _runs_here("torch") is None:
+        return Choice("torch", "torch sees a CUDA device: the torch backend on the GPU")
+    if cuda is None:
         return Choice("numba", "CPU; onnxruntime is not installed (pip install 'pyclnf-accel[onnx]'), "
                                "so the Numba backend")
-    if "CUDAExecutionProvider" in providers:
-        return Choice("onnx", "ONNX Runtime offers CUDAExecutionProvider: ONNX on the NVIDIA GPU")
-    race = cpu_race()
-    if race.ratio is None:
-        return Choice("numba", f"CPU; ONNX Runtime could not be timed ({race.onnx_reason}): Numba")
-    detail = (f"micro-benchmark: numba {race.numba_seconds * 1e3:.1f} ms, onnx {race.onnx_seconds * 1e3:.1f} ms "
-              f"per batch")
-    if race.ratio >= ONNX_MARGIN:
-        return Choice("onnx", f"CPU, no CUDA; ONNX Runtime is {race.ratio:.2f}x as fast as Numba ({detail}): "
-                              f"ONNX on CPU")
-    return Choice("numba", f"CPU, no CUDA; ONNX Runtime is {race.ratio:.2f}x as fast as Numba, below the "
-                           f"{ONNX_MARGIN}x needed to pay for its export ({detail}): Numba")
+    return Choice("numba", "no GPU backend available: the Numba backend on the CPU (run "
+                           "`pyclnf benchmark --select` to time the alternatives and record the fastest)")
 
 
 def select(verbose: bool = False) -> str:
-    """Name of the backend to use (see the module docstring); prints why when ``verbose``."""
+    """Name of the backend ``auto`` means (see :func:`explain`); prints why when ``verbose``."""
     choice = explain()
     log.info("backend %s: %s", choice.name, choice.reason)
     if verbose:

@@ -3,8 +3,12 @@
 ::
 
     pyclnf export onnx|coreml [--model-dir DIR] [--out DIR] [--model ceclm|clnf]
-                              [--scales I [I ...]] [--windows W [W ...]]
+                              [--scales S [S ...]] [--windows W [W ...]]
                               [--force] [--no-progress]
+
+The scripts ``pyclnf/backends/export_to_onnx.py`` / ``export_to_coreml.py``
+(and ``exporters/``) run :func:`script_main` with the format fixed: the same
+options without the format argument.
 
 Writes the models and a ``manifest.json`` (see :mod:`pyclnf.export`) to
 ``--out`` or the per-user cache; an existing export whose source files are
@@ -20,9 +24,19 @@ from typing import Optional, Sequence
 
 from ..errors import PyclnfError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "script_main", "add_export_options", "run_export", "scale_arg"]
 
 _PROG = "pyclnf export"
+
+
+def scale_arg(text: str):
+    """argparse type of a scale: a patch scaling (``0.25``) or, without a
+    decimal point, an index (``0``); see :func:`pyclnf.patch_experts.parse_scale`."""
+    from ..patch_experts import parse_scale
+    try:
+        return parse_scale(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_export_options(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +46,9 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
                      help="OpenFace model folder (default: $PYCLNF_MODEL_DIR or the per-user folder)")
     src.add_argument("--model", choices=("ceclm", "clnf"), default="ceclm",
                      help="CE-CLM (CEN experts, default) or CLNF (CCNF experts)")
-    src.add_argument("--scales", type=int, nargs="+", metavar="I",
-                     help="patch scale indices to export (default: all)")
+    src.add_argument("--scales", type=scale_arg, nargs="+", metavar="S",
+                     help="patch scalings to export, e.g. 0.25 0.35 0.5 (or indices written without a "
+                          "decimal point; default: all)")
     src.add_argument("--windows", type=int, nargs="+", metavar="W",
                      help="CCNF response window sizes (default: every size PyCLNF's settings use)")
     dst = parser.add_argument_group("where it goes")
@@ -96,6 +111,13 @@ def run_export(fmt: str, args, prog: str = _PROG) -> int:
     return 0
 
 
+def _parse_and_run(parser: argparse.ArgumentParser, argv: Sequence[str], fmt: Optional[str], prog: str) -> int:
+    args = parser.parse_args(list(argv))
+    if args.windows and args.model != "clnf":
+        parser.error("--windows applies to CCNF experts (--model clnf) only")
+    return run_export(fmt or args.format, args, prog)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``pyclnf export``.
 
@@ -109,8 +131,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     int
         0 on success, 1 for a library error; usage errors exit with 2 through argparse.
     """
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[2:] if argv is None else list(argv))
-    if args.windows and args.model != "clnf":
-        parser.error("--windows applies to CCNF experts (--model clnf) only")
-    return run_export(args.format, args)
+    return _parse_and_run(build_parser(), sys.argv[2:] if argv is None else argv, None, _PROG)
+
+
+def script_main(fmt: str, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """The export scripts' main: ``pyclnf export <fmt>`` as a script of its own.
+
+    Parameters
+    ----------
+    fmt : {"onnx", "coreml"}
+    argv : sequence of str, optional
+        Default ``sys.argv[1:]``.
+    prog : str, optional
+        Program name in messages (default ``export_to_<fmt>.py``).
+    """
+    from ..export import FORMATS
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    prog = prog or f"export_to_{fmt}.py"
+    label = {"onnx": "ONNX models", "coreml": "CoreML ML Programs"}[fmt]
+    parser = argparse.ArgumentParser(
+        prog=prog, description=f"Export OpenFace's CEN (CE-CLM) or CCNF (CLNF) patch experts to {label} "
+                               f"(the same as `pyclnf export {fmt}`).",
+        epilog="Exports hold weights derived from OpenFace's model files and share their licence: "
+               "keep them out of repositories and distributions.")
+    add_export_options(parser)
+    return _parse_and_run(parser, sys.argv[1:] if argv is None else argv, fmt, prog)

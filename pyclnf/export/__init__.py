@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
-from ..patch_experts import PatchExpertSet
+from ..patch_experts import PatchExpertSet, load_expert_set
 from .manifest import (ExportManifest, StagedExport, check_export, default_export_dir, read_manifest,
                        source_entries)
 
@@ -55,24 +55,6 @@ class ExportResult:
     rebuilt: bool
     seconds: float
     reason: str = ""
-
-
-def load_expert_set(model_dir=None, model: str = "ceclm", scales: Optional[Sequence[int]] = None
-                    ) -> PatchExpertSet:
-    """Read the main model's patch experts of ``model`` ("ceclm" or "clnf")."""
-    from ..config import MAIN_DESCRIPTORS
-    from ..models import find_model_dir
-    from ..models.descriptor import read_main_descriptor
-    if model not in MAIN_DESCRIPTORS:
-        raise ValueError(f"model must be one of {sorted(MAIN_DESCRIPTORS)}, got {model!r}")
-    root = find_model_dir(model_dir, required=(MAIN_DESCRIPTORS[model],))
-    desc = read_main_descriptor(root / MAIN_DESCRIPTORS[model])
-    if scales is not None:
-        n = len(desc.detector.patch_files)
-        bad = [s for s in scales if not 0 <= int(s) < n]
-        if bad:
-            raise ValueError(f"scales must be in [0, {n}) for model {model!r}, got {list(scales)}")
-    return PatchExpertSet.from_descriptor(desc.detector, None if scales is None else [int(s) for s in scales])
 
 
 def _normalise_windows(experts: PatchExpertSet, windows) -> Optional[Dict[int, list]]:

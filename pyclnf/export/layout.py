@@ -32,9 +32,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from ..backends._array_backend import ccnf_precision
 from ..models.cen import CENExpert
-from ..patch_experts import PatchExpertSet, SUPPORT
+from ..patch_experts import PatchExpertSet, SUPPORT, ccnf_precision
 
 __all__ = [
     "LAYOUT_VERSION",
@@ -339,7 +338,7 @@ def ccnf_view_pack(experts: PatchExpertSet, scale: int, view: int, window: int) 
 
     The arithmetic is that of the Numba reference
     (:class:`pyclnf.backends._array_backend.ArrayBackend`): the same neuron
-    rows and the covariance of :func:`~pyclnf.backends._array_backend.ccnf_sigma`
+    rows and the covariance of :func:`~pyclnf.patch_experts.ccnf_sigma`
     (inverted in one batch).
     """
     if experts.kind != "ccnf":
