@@ -247,7 +247,7 @@ class TorchBackend(PatchExpertBackend):
         key = (scale, view, w)
         sig = self._sigmas.get(key)
         if sig is None:
-            from ._array_backend import ccnf_sigma
+            from ..patch_experts import ccnf_sigma
             sc = self.experts.scales[scale]
             comps = sc.sigma_components[sc.window_sizes.index(w)] if w in sc.window_sizes else []
             plan = self.experts.plan(scale, view)
