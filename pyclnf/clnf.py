@@ -7,6 +7,7 @@ Coordinates are OpenFace's: landmarks are (68, 2) arrays of ``(x, y)`` in
 
 from __future__ import annotations
 
+import threading
 from typing import Optional, Union
 
 import numpy as np
@@ -14,7 +15,8 @@ import numpy as np
 from .backends import PatchExpertBackend, get_backend_class
 from .backends.numba_backend import NumbaBackend
 from .config import MAIN_DESCRIPTORS, FitSettings, settings_for
-from .fitting.landmark_model import LandmarkModel
+from .fitting.batch import run_one
+from .fitting.landmark_model import FitState, LandmarkModel
 from .fitting.loader import build_landmark_model
 from ._threads import single_threaded_blas
 from .image import check_image, to_gray_uint8
@@ -81,6 +83,7 @@ class CLNF:
             self.model_dir / MAIN_DESCRIPTORS[model], make_backend, load_validator=validate,
             part_backend=NumbaBackend)
         self._detector = None
+        self._detector_lock = threading.Lock()
         self._warm = False
 
     @staticmethod
@@ -116,8 +119,12 @@ class CLNF:
         self._warm = True
 
     # --- fitting --------------------------------------------------------------
-    def fit(self, image: np.ndarray, bbox, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):
+    def fit(self, image: np.ndarray, bbox, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None,
+            *, trace: bool = False):
         """Fit the 68 landmarks inside a face box.
+
+        Each call fits a fresh :class:`~pyclnf.fitting.landmark_model.FitState`,
+        so one ``CLNF`` may serve several threads and generators at once.
 
         Parameters
         ----------
@@ -129,6 +136,10 @@ class CLNF:
             Overrides the detector's settings for this call.
         camera : Camera, optional
             Intrinsics for the head pose (default: OpenFace's guess).
+        trace : bool
+            Also return ``info["trace"]``, the list of
+            :class:`~pyclnf.fitting.landmark_model.StepTrace` of every scale
+            fitted (for debugging and the fidelity tests).
 
         Returns
         -------
@@ -148,19 +159,22 @@ class CLNF:
         box = _check_box(bbox, image.shape)
         gray = to_gray_uint8(image)
         s = self.settings if settings is None else settings
-        self.model.reset()
-        self.model.stats_reset()
+        state = self.model.new_state(trace=trace)
         with single_threaded_blas():
-            self.model.fit_box(gray, box, s)
-        return self._result(gray.shape, camera)
+            run_one(self.model.fit_box_steps(state, gray, box, s))
+        landmarks, info = self._result(gray.shape, camera, state)
+        if trace:
+            info["trace"] = state.trace
+        return landmarks, info
 
     # --- detection --------------------------------------------------------------
     @property
     def face_detector(self):
         """OpenFace's MTCNN face detector (loaded on first use)."""
-        if self._detector is None:
-            from .detection import MTCNNDetector
-            self._detector = MTCNNDetector.from_model_dir(self.model_dir)
+        with self._detector_lock:
+            if self._detector is None:
+                from .detection import MTCNNDetector
+                self._detector = MTCNNDetector.from_model_dir(self.model_dir)
         return self._detector
 
     def detect_faces(self, image):
@@ -221,7 +235,6 @@ class CLNF:
         from .tracking import FaceTracker
         s = (self.settings if settings is None else settings).copy(multi_view=False)
         tracker = FaceTracker(self.model, lambda bgr: self.face_detector.detect(bgr), s)
-        tracker.reset()
         for index, frame in enumerate(frames):
             try:
                 image = check_image(frame, name=f"frame {index}")
@@ -232,7 +245,7 @@ class CLNF:
                 continue
             with single_threaded_blas():
                 tracker.step(gray, bgr)
-            lm, info = self._result(gray.shape, camera)
+            lm, info = self._result(gray.shape, camera, tracker.fit_state)
             info["frame"] = index
             info["tracking"] = tracker.state.tracking_initialised
             if not tracker.state.tracking_initialised or tracker.state.failures_in_a_row > 100:
@@ -251,7 +264,7 @@ class CLNF:
         from .image import to_bgr_uint8
         from .tracking import MultiFaceTracker
         s = self.settings if settings is None else settings
-        multi = MultiFaceTracker(self.model.clone, lambda bgr: self.face_detector.detect(bgr), s, max_faces)
+        multi = MultiFaceTracker(self.model, lambda bgr: self.face_detector.detect(bgr), s, max_faces)
         for index, frame in enumerate(frames):
             try:
                 image = check_image(frame, name=f"frame {index}")
@@ -263,8 +276,7 @@ class CLNF:
             with single_threaded_blas():
                 active = multi.step(gray, bgr)
             for k in active:
-                m = multi.trackers[k].model
-                faces.append((k,) + self._result(gray.shape, camera, m))
+                faces.append((k,) + self._result(gray.shape, camera, multi.trackers[k].fit_state))
             yield faces
 
     def fit_video(self, path, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):
@@ -294,16 +306,15 @@ class CLNF:
         Z = fx / float(g[0]) + X[:, 2]
         return np.stack([Z * (lm2[:, 0] - cx) / fx, Z * (lm2[:, 1] - cy) / fy, Z], axis=1).astype(np.float64)
 
-    def _result(self, shape, camera, model=None):
-        model = self.model if model is None else model
-        st = model.state
+    def _result(self, shape, camera, st: FitState):
+        """(landmarks, info) of a finished fit of the main model (see :meth:`fit`)."""
         cam = camera if camera is not None else default_camera(shape[1], shape[0])
-        pose = head_pose(model.pdm, st.params_global, st.params_local, st.landmarks, cam)
+        pose = head_pose(self.model.pdm, st.params_global, st.params_local, st.landmarks, cam)
         info = {
             "success": bool(st.detection_success),
             "confidence": float(st.detection_certainty),
-            "converged": bool(model.stats["converged"]),
-            "iterations": int(model.stats["iterations"]),
+            "converged": bool(st.converged),
+            "iterations": int(st.iterations),
             "likelihood": float(st.model_likelihood),
             "params": np.concatenate([st.params_global, st.params_local]).astype(np.float32),
             "params_global": st.params_global.copy(),

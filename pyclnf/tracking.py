@@ -6,6 +6,9 @@ full windows; the detection validator decides success.  While the track is
 lost the face detector runs every ``reinit_video_every`` failed frames (and
 every ``6 * reinit_video_every`` frames before the first detection), and a
 re-detection fits from the new box with OpenFace's 11 rotation hypotheses.
+
+A tracker owns its fit (:attr:`FaceTracker.fit_state`); the model it uses is
+shared and never changed, so any number of trackers may share one model.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import FitSettings
+from .fitting.batch import run_one
 from .fitting.landmark_model import LandmarkModel
 
 
@@ -33,10 +37,18 @@ class FaceTracker:
     Parameters
     ----------
     model : LandmarkModel
+        Shared, not modified.
     detector : callable(bgr_image) -> (boxes (n, 4) x, y, w, h; scores (n,))
         Face detector used to (re)initialise the track; the widest box is taken.
     settings : FitSettings
         Tracking settings (OpenFace's defaults: no multi-view while tracking).
+
+    Attributes
+    ----------
+    state : TrackerState
+        What OpenFace keeps between frames.
+    fit_state : FitState
+        The current fit (the last frame's landmarks, parameters, verdict).
     """
 
     def __init__(self, model: LandmarkModel, detector, settings: FitSettings):
@@ -44,11 +56,12 @@ class FaceTracker:
         self.detector = detector
         self.settings = settings
         self.state = TrackerState()
+        self.fit_state = model.new_state()
         self.last_box = None
 
     def reset(self) -> None:
         """Forget the track (next frame detects afresh)."""
-        self.model.reset()
+        self.fit_state = self.model.new_state()
         self.state = TrackerState()
 
     def _detect(self, bgr):
@@ -72,17 +85,21 @@ class FaceTracker:
         -------
         bool : the frame's detection success.
         """
-        st, s, m = self.state, self.settings, self.model
-        self.model.stats_reset()
+        return run_one(self.step_steps(gray_u8, bgr, box))
+
+    def step_steps(self, gray_u8: np.ndarray, bgr: np.ndarray, box=None):
+        """Generator version of :meth:`step` (yields patch-response requests,
+        see :mod:`pyclnf.fitting.batch`)."""
+        st, s, m, fs = self.state, self.settings, self.model, self.fit_state
+        fs.iterations, fs.converged = 0, False
         if box is not None:
-            m.state.params_local = np.zeros(m.pdm.n_modes, np.float32)
-            m.state.params_global = m.pdm.params_from_box(box)
+            m.init_from_box(fs, box)
             st.tracking_initialised = True
         initial_detection = not st.tracking_initialised
         gray_f32 = gray_u8.astype(np.float32)
         if st.tracking_initialised:
             windows = s.window_sizes_small if st.detection_success else s.window_sizes
-            track_ok = m.detect_landmarks(gray_u8, s, windows, gray_f32)
+            track_ok = yield from m.detect_landmarks_steps(fs, gray_u8, s, windows, gray_f32)
             st.detection_success = track_ok
             st.failures_in_a_row = -1 if track_ok else st.failures_in_a_row + 1
         redetect = ((not st.tracking_initialised
@@ -92,24 +109,29 @@ class FaceTracker:
         if redetect:
             found = self._detect(bgr)
             if found is not None:
-                self.last_box = found
-                st.tracking_initialised = True
-                saved = m.snapshot()
-                ok = m.fit_box(gray_u8, found, s.copy(multi_view=True))
-                st.detection_success = m.state.detection_success
-                if not initial_detection and not ok:
-                    success = st.detection_success
-                    m.restore(saved)
-                    m.state.detection_success = success
-                    st.detection_success = success
-                    return False
-                st.failures_in_a_row = -1
-                return True
+                return (yield from self._redetect_steps(gray_u8, found, initial_detection))
         if not st.tracking_initialised:
             st.failures_in_a_row += 1
         if st.failures_in_a_row > 100:
             st.tracking_initialised = False
         return st.detection_success
+
+    def _redetect_steps(self, gray_u8: np.ndarray, found, initial_detection: bool):
+        """Generator: refit from a detected box with the rotation hypotheses;
+        a failed re-detection keeps the previous fit (OpenFace)."""
+        st, fs = self.state, self.fit_state
+        self.last_box = found
+        st.tracking_initialised = True
+        saved = fs.copy()
+        ok = yield from self.model.fit_box_steps(fs, gray_u8, found, self.settings.copy(multi_view=True))
+        st.detection_success = fs.detection_success
+        if not initial_detection and not ok:
+            success = st.detection_success
+            fs.take_fit(saved)
+            fs.detection_success = success
+            return False
+        st.failures_in_a_row = -1
+        return True
 
 
 def _box_of(landmarks) -> tuple:
@@ -136,9 +158,10 @@ class MultiFaceTracker:
     overlap (IoU > 0.5) the earlier slot is dropped.
     """
 
-    def __init__(self, make_model, detector, settings: FitSettings, max_faces: int = 4, detect_every: int = 8):
+    def __init__(self, model: LandmarkModel, detector, settings: FitSettings, max_faces: int = 4,
+                 detect_every: int = 8):
         self.settings = settings.copy(reinit_video_every=-1, multi_view=False)
-        self.trackers = [FaceTracker(make_model(), detector, self.settings) for _ in range(max_faces)]
+        self.trackers = [FaceTracker(model, detector, self.settings) for _ in range(max_faces)]
         self.active = [False] * max_faces
         self.detector = detector
         self.detect_every = detect_every
@@ -152,7 +175,7 @@ class MultiFaceTracker:
             detections = [tuple(float(v) for v in b) for b in np.asarray(boxes).reshape(-1, 4)]
         # drop detections that overlap any model's current shape
         for t in self.trackers:
-            mbox = _box_of(t.model.state.landmarks)
+            mbox = _box_of(t.fit_state.landmarks)
             detections = [d for d in detections if box_iou(mbox, d) <= 0.5]
         used = [False] * len(detections)
         for k, t in enumerate(self.trackers):
@@ -172,9 +195,9 @@ class MultiFaceTracker:
         for a in range(len(self.trackers)):
             if not self.active[a]:
                 continue
-            abox = _box_of(self.trackers[a].model.state.landmarks)
+            abox = _box_of(self.trackers[a].fit_state.landmarks)
             for b in range(a + 1, len(self.trackers)):
-                if self.active[b] and box_iou(abox, _box_of(self.trackers[b].model.state.landmarks)) > 0.5:
+                if self.active[b] and box_iou(abox, _box_of(self.trackers[b].fit_state.landmarks)) > 0.5:
                     self.active[a] = False
                     self.trackers[a].reset()
                     break

@@ -68,12 +68,8 @@ def fit_result(shared_dir, detectors):
             image = cv2.imread(str(shared_dir / "data" / "300w-lfpw-test" / f"{stem}.png"), cv2.IMREAD_COLOR)
             assert image is not None
             det = detectors[model]
-            det.model.trace = []
-            try:
-                landmarks, info = det.fit(image, d["bbox_xywh"])
-                trace = list(det.model.trace)
-            finally:
-                det.model.trace = None
+            landmarks, info = det.fit(image, d["bbox_xywh"], trace=True)
+            trace = info.pop("trace")
             _FITS[key] = (d, landmarks, info, trace)
         return _FITS[key]
     return get

@@ -1,0 +1,127 @@
+"""Drivers of the fitting coroutines: one face at a time, or many in lockstep.
+
+A fit (:meth:`LandmarkModel.fit_box_steps`, :meth:`~LandmarkModel.detect_landmarks_steps`,
+the tracker's step) is written as a generator that yields a
+:class:`ResponseRequest` whenever it needs patch-expert responses and
+receives the (k, w, w) responses back; everything else (warping, RLMS,
+parts, validation, early termination) runs inside the generator on the
+fit's own :class:`~pyclnf.fitting.landmark_model.FitState`.
+
+* :func:`run_one` answers each request with one backend call (sequential
+  ``fit``).
+* :func:`run_lockstep` advances many generators together: at each round it
+  gathers every pending request, concatenates the areas of those sharing a
+  backend, scale, view and window into **one**
+  ``backend.responses(areas, landmarks, scale, view)`` call, and hands each
+  generator its slice.  Generators that finish (converged hypotheses, early
+  termination, failed faces) simply drop out, so every face follows exactly
+  the control flow of its sequential fit.
+
+The drivers only call ``PatchExpertBackend.responses``; any backend
+(numba, numpy, onnx, torch...) works unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generator, List, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ResponseRequest:
+    """Patch-expert responses one fit needs before it can go on.
+
+    Attributes
+    ----------
+    backend : PatchExpertBackend
+        Bound backend of the model being fitted (main model or a part).
+    areas : (k, A, A) float32
+        Areas of interest around the landmarks, A = window + 10.
+    landmarks : (k,) int64
+        Landmark index of each area.
+    scale, view : int
+        Patch-expert scale and view indices.
+    """
+
+    backend: Any
+    areas: np.ndarray
+    landmarks: np.ndarray
+    scale: int
+    view: int
+
+    def key(self) -> tuple:
+        """Requests with equal keys can share one backend call."""
+        return id(self.backend), self.scale, self.view, self.areas.shape[1]
+
+
+Fitting = Generator[ResponseRequest, np.ndarray, Any]
+
+
+def run_one(fitting: Fitting):
+    """Run one fitting generator, answering each request with one backend call.
+
+    Returns
+    -------
+    The generator's return value.
+    """
+    try:
+        request = next(fitting)
+        while True:
+            r = request.backend.responses(request.areas, request.landmarks, request.scale, request.view)
+            request = fitting.send(r)
+    except StopIteration as stop:
+        return stop.value
+
+
+def answer_requests(requests: Sequence[ResponseRequest]) -> List[np.ndarray]:
+    """Responses for several requests, one backend call per (backend, scale,
+    view, window) group.
+
+    Returns
+    -------
+    list of (k_i, w, w) float32 arrays, in the order of ``requests``.
+    """
+    groups = {}
+    for i, req in enumerate(requests):
+        groups.setdefault(req.key(), []).append(i)
+    out: List[np.ndarray] = [None] * len(requests)
+    for members in groups.values():
+        first = requests[members[0]]
+        areas = np.concatenate([requests[i].areas for i in members])
+        landmarks = np.concatenate([requests[i].landmarks for i in members])
+        r = first.backend.responses(areas, landmarks, first.scale, first.view)
+        start = 0
+        for i in members:
+            k = requests[i].landmarks.size
+            out[i] = r[start:start + k]
+            start += k
+    return out
+
+
+def run_lockstep(fittings: Sequence[Fitting]) -> list:
+    """Run several fitting generators together, batching their requests.
+
+    Returns
+    -------
+    list of the generators' return values, in the order given.
+    """
+    results = [None] * len(fittings)
+    pending = {}
+    for i, f in enumerate(fittings):
+        _advance(i, f, None, pending, results)
+    while pending:
+        order = list(pending)
+        answers = answer_requests([pending[i] for i in order])
+        for i, r in zip(order, answers):
+            _advance(i, fittings[i], r, pending, results)
+    return results
+
+
+def _advance(i, fitting, response, pending, results) -> None:
+    try:
+        pending[i] = next(fitting) if response is None else fitting.send(response)
+    except StopIteration as stop:
+        pending.pop(i, None)
+        results[i] = stop.value
