@@ -12,18 +12,22 @@ the BLAS libraries loaded in the process.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 
 import threadpoolctl
 from threadpoolctl import ThreadpoolController
 
 _lock = threading.Lock()
-_state = {"depth": 0, "limiter": None, "controller": None}
+_state = {"depth": 0, "limiter": None, "controller": None, "n_modules": -1}
 
 
 def _controller() -> ThreadpoolController:
-    """The process's BLAS libraries (scanned once: a scan costs milliseconds)."""
-    if _state["controller"] is None:
+    """The process's BLAS libraries (a scan costs milliseconds, so it is
+    repeated only after new modules were imported: an import is what loads
+    another BLAS library, e.g. SciPy's, after the first scan)."""
+    if _state["controller"] is None or _state["n_modules"] != len(sys.modules):
+        _state["n_modules"] = len(sys.modules)
         _state["controller"] = ThreadpoolController()
     return _state["controller"]
 
