@@ -248,3 +248,34 @@ def test_clnf_fits_with_onnx_match_numba_on_lfpw(cen_sets, shared_dir, lfpw_boxe
     # (b) the landmarks
     d = np.linalg.norm(np.stack(got) - np.stack(ref), axis=2)
     assert d.mean() <= 0.01 and d.max() <= 0.1, (d.mean(), d.max())
+
+
+def test_batched_requests_of_many_faces_run_the_fused_model(model_dir, gray, tmp_path, monkeypatch):
+    """A batch (each visible landmark of a view for several faces, as
+    ``fit_batch`` asks) goes through the fused model in one run -- or in
+    chunks when large -- never landmark by landmark; ragged repeats are padded."""
+    import pyclnf.backends._fused as fused
+    nb = NumbaBackend().load_models(model_dir, scales=[0])
+    ob = ONNXCENBackend(export_dir=tmp_path / "cen").load_models(model_dir, scales=[0])
+    rng = np.random.default_rng(6)
+    runs = []
+    real_run = ob._run_cen_fused
+    monkeypatch.setattr(ob, "_run_cen_fused", lambda *a: runs.append(a[2].shape) or real_run(*a))
+    for v in (0, 1):
+        plan = nb.experts.plan(0, v)
+        for lms in (np.tile(plan.landmarks, 5), np.concatenate([plan.landmarks, plan.landmarks[:7]])):
+            areas = image_areas(rng, gray, lms.size, 21)
+            ref = nb.responses(areas, lms, 0, v)
+            got = ob.responses(areas, lms, 0, v)
+            assert np.abs(got - ref).max() <= _bound(ref, "stand-in"), v
+    K = nb.experts.plan(0, 0).landmarks.size
+    assert runs[0] == (K, 5 * 60, 122) and len(runs) == 4
+    assert not any(len(key) == 3 for key in ob._sessions)          # no per-landmark model
+    monkeypatch.setattr(fused, "FUSED_CHUNK_BYTES", 1)              # one face per run
+    plan = nb.experts.plan(0, 0)
+    lms = np.tile(plan.landmarks, 3)
+    areas = image_areas(rng, gray, lms.size, 21)
+    runs.clear()
+    assert np.abs(ob.responses(areas, lms, 0, 0) - nb.responses(areas, lms, 0, 0)).max() <= \
+        _bound(nb.responses(areas, lms, 0, 0), "stand-in")
+    assert len(runs) == 3

@@ -156,6 +156,12 @@ def test_precision_modes(real_arch_set, gray):
     tf32 = TorchBackend(real_arch_set, device="cpu", precision="tf32").responses(areas, plan.landmarks, 0, 0)
     bf16 = TorchBackend(real_arch_set, device="cpu", precision="bf16").responses(areas, plan.landmarks, 0, 0)
     assert np.array_equal(tf32, fp32)
+    switched = TorchBackend(real_arch_set, device="cpu")
+    switched.responses(areas, plan.landmarks, 0, 0)
+    switched.precision = "bf16"                  # drops the fp32 weights
+    assert np.array_equal(switched.responses(areas, plan.landmarks, 0, 0), bf16)
+    with pytest.raises(ValueError, match="precision"):
+        switched.precision = "fp64"
     assert bf16.dtype == np.float32
     err = _rel(bf16, ref)
     assert RESP_TOL < err <= BF16_TOL, err      # really computed in bf16, and close

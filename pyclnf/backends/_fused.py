@@ -27,6 +27,8 @@ log = logging.getLogger("pyclnf.backends")
 #: Requests with at most this many areas (and not the whole view) use the
 #: per-landmark CEN models instead of the fused one.
 SMALL_REQUEST = 4
+#: Largest feature array (bytes) of one fused CEN run; larger batches run in chunks.
+FUSED_CHUNK_BYTES = 256 << 20
 
 
 class FusedModelBackend(PatchExpertBackend):
@@ -157,7 +159,7 @@ class FusedModelBackend(PatchExpertBackend):
         K = plan.landmarks.size
         unique = np.unique(plan_pos).size == plan_pos.size
         if self.experts.kind == "cen":
-            if not unique or (plan_pos.size <= SMALL_REQUEST and plan_pos.size < K):
+            if plan_pos.size <= SMALL_REQUEST and plan_pos.size < K:
                 return self._cen_by_landmark(areas, plan.landmarks[plan_pos], scale, view)
             return self._cen_fused(areas, plan_pos, scale, view, K)
         return self._ccnf(areas, plan_pos, scale, view, K, unique)
@@ -170,23 +172,47 @@ class FusedModelBackend(PatchExpertBackend):
         return out
 
     def _cen_fused(self, areas, plan_pos, scale, view, K):
+        """The fused model on the areas of one or many faces.
+
+        Items are arranged by layout item and copy: ``c`` = the largest
+        number of areas of one plan position (the number of faces of a
+        batch); the model's dynamic position axis takes the c copies of each
+        item side by side (features (K, c*P, 122)), in chunks of at most
+        :data:`FUSED_CHUNK_BYTES` of features.  Missing copies are zero areas.
+        """
         lay, item_of_plan, flipped = self._layout(scale, view)
-        A = areas.shape[1]
+        k, A = areas.shape[0], areas.shape[1]
         w = A - SUPPORT + 1
+        P = (w * w - 1) // 2
         items = item_of_plan[plan_pos]
-        if plan_pos.size == K:
-            a = np.empty_like(areas)
-        else:
-            a = np.zeros((K, A, A), np.float32)
-        a[items] = areas
-        if flipped.size:
-            a[flipped] = a[flipped][:, :, ::-1]
-        X = _NUMBA_KERNELS.im2col(a, SUPPORT, True)
-        values = np.ascontiguousarray(self._run_cen_fused(scale, view, X), dtype=np.float32)
-        dense = _kernels.sparse_to_dense(values, w)
-        if flipped.size:
-            dense[flipped] = dense[flipped][:, :, ::-1]
-        return dense[items]
+        counts = np.bincount(items, minlength=K)
+        c = int(counts.max())
+        order = np.argsort(items, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        copy = np.empty(k, np.int64)
+        copy[order] = np.arange(k) - starts[items[order]]
+        table = np.full((K, c), k, np.int64)          # area index of (item, copy); k = zero area
+        table[items, copy] = np.arange(k)
+        padded = np.concatenate([areas, np.zeros((1, A, A), np.float32)]) if np.any(table == k) else areas
+        flip_items = np.zeros(K, bool)
+        flip_items[flipped] = True
+        out = np.empty((k, w, w), np.float32)
+        step = max(1, min(c, FUSED_CHUNK_BYTES // max(1, K * P * (SUPPORT * SUPPORT + 1) * 4)))
+        for c0 in range(0, c, step):
+            tab = table[:, c0:c0 + step]
+            cc = tab.shape[1]
+            a = padded[tab.reshape(-1)]                              # (K*cc, A, A), item-major
+            fl = np.repeat(flip_items, cc)
+            if flipped.size:
+                a[fl] = a[fl][:, :, ::-1]
+            X = _NUMBA_KERNELS.im2col(a, SUPPORT, True).reshape(K, cc * P, -1)
+            values = np.ascontiguousarray(self._run_cen_fused(scale, view, X), dtype=np.float32)
+            dense = _kernels.sparse_to_dense(values.reshape(K * cc, P), w)
+            if flipped.size:
+                dense[fl] = dense[fl][:, :, ::-1]
+            real = tab.reshape(-1) < k
+            out[tab.reshape(-1)[real]] = dense[real]
+        return out
 
     def _ccnf(self, areas, plan_pos, scale, view, K, unique):
         if not unique:

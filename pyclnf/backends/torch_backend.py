@@ -158,14 +158,33 @@ class TorchBackend(PatchExpertBackend):
             raise BackendUnavailableError("torch's MPS device is not available on this machine")
         self._torch = torch
         self.device = dev
-        self.precision = precision
-        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self._precision = precision
         if max_chunk_bytes is None:
             max_chunk_bytes = _DEFAULT_CHUNK_BYTES.get(dev.type, 128 << 20)
         if int(max_chunk_bytes) <= 0:
             raise ValueError(f"max_chunk_bytes must be positive, got {max_chunk_bytes}")
         self.max_chunk_bytes = int(max_chunk_bytes)
         super().__init__(experts)
+
+    @property
+    def precision(self) -> str:
+        """``"fp32"``, ``"tf32"`` or ``"bf16"``; setting it re-uploads the
+        weights (in the new dtype) on next use."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
+        if value != self._precision:
+            self._precision = value
+            if self.experts is not None:
+                self._on_bind()
+
+    @property
+    def dtype(self):
+        """torch dtype of the features, weights and activations."""
+        return self._torch.bfloat16 if self._precision == "bf16" else self._torch.float32
 
     def __repr__(self) -> str:
         return f"TorchBackend(device={str(self.device)!r}, precision={self.precision!r})"
