@@ -20,8 +20,9 @@ here, seed 0) -- and each precision of the torch backend (fp32, tf32, bf16):
   a per-sample loop shows as kernels growing with the batch) and per
   patch-response call.
 
-A time budget (``--budget``, default 300 s, well under the 6 minutes the
-machine grants) skips what does not fit, and says so.  A JSON copy of every
+A time budget (``--budget``, default 240 s; runs expected to end later are
+skipped, and listed) keeps the whole script under 6 minutes with start-up,
+JIT compilation and the synthetic model.  A JSON copy of every
 figure goes to ``--json``.
 """
 
@@ -39,7 +40,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PRECISIONS = ("fp32", "tf32", "bf16")
-CONFIGS = ("clnf", "ceclm-standin", "ceclm-realarch")
+CONFIGS = ("ceclm-realarch", "ceclm-standin", "clnf")   # most important first (the budget may cut the last)
 
 
 def _say(msg: str = "") -> None:
@@ -61,6 +62,35 @@ def load_faces(data: Path, limit: int):
             raise FileNotFoundError(data / "images" / f"{stem}.png")
         faces.append((img, (float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
     return faces
+
+
+def stub_threadpoolctl():
+    """Install a do-nothing ``threadpoolctl`` when the machine lacks it.
+
+    PyCLNF imports threadpoolctl to run its thin BLAS products on one thread
+    (:mod:`pyclnf._threads`); the bare GPU machine has no threadpoolctl.  The
+    stub leaves BLAS thread counts as they are, which changes speed on the
+    CPU, not results.  Returns a note, or None when the real package is there.
+    """
+    try:
+        import threadpoolctl  # noqa: F401
+        return None
+    except ModuleNotFoundError:
+        pass
+    import types
+
+    class _Limits:
+        def restore_original_limits(self):
+            pass
+
+    class ThreadpoolController:
+        def limit(self, limits=None, user_api=None):
+            return _Limits()
+
+    mod = types.ModuleType("threadpoolctl")
+    mod.ThreadpoolController = ThreadpoolController
+    sys.modules["threadpoolctl"] = mod
+    return "threadpoolctl is not installed: stubbed (BLAS thread counts not limited during CPU fits)"
 
 
 # --------------------------------------------------------------------------- fitting
@@ -226,6 +256,105 @@ def numba_lapack_missing():
     return None
 
 
+_NEEDED_SYMBOLS = ("sgemm_", "dgemm_", "sdot_", "ddot_", "sgemv_", "dgemv_", "sgesdd_", "dgesdd_",
+                   "sgetrf_", "dgetrf_")
+
+
+def _lp64_blas_candidates():
+    """Shared libraries that may hold an LP64 (32-bit integer) Fortran BLAS/LAPACK:
+    the system's, OpenCV's bundled OpenBLAS, torch's CPU library.  NumPy's own
+    OpenBLAS is ILP64 (64-bit integers) and cannot stand in for SciPy's."""
+    import ctypes.util
+    import glob
+    import site
+    out = []
+    for name in ("openblas", "lapack", "mkl_rt"):
+        found = ctypes.util.find_library(name)
+        if found:
+            out.append(found)
+    roots = list(site.getsitepackages()) + [site.getusersitepackages()] + sys.path
+    for root in roots:
+        out += sorted(glob.glob(os.path.join(root, "opencv*.libs", "libopenblas*.so*")))
+        out += sorted(glob.glob(os.path.join(root, "torch", "lib", "libtorch_cpu.so")))
+    seen, uniq = set(), []
+    for p in out:
+        if p not in seen:
+            seen.add(p)
+            uniq.append(p)
+    return uniq
+
+
+def install_scipy_blas_shim(library: str):
+    """Make ``scipy.linalg.cython_blas``/``cython_lapack`` importable for Numba,
+    their ``__pyx_capi__`` pointing at ``library``'s Fortran symbols.
+
+    Numba looks only at ``__pyx_capi__[name]`` (a capsule holding the function
+    pointer; SciPy's wrappers have the Fortran calling convention), so any
+    LP64 BLAS/LAPACK can stand in.  Used only by this benchmark, on a machine
+    without SciPy, after :func:`blas_shim_selftest` passed in a subprocess.
+    """
+    import ctypes
+    import types
+    lib = ctypes.CDLL(library)
+    new_capsule = ctypes.pythonapi.PyCapsule_New
+    new_capsule.restype = ctypes.py_object
+    new_capsule.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)
+    keep = []
+
+    class _Capi(dict):
+        def __missing__(self, name):
+            fn = getattr(lib, name + "_")        # AttributeError -> Numba reports the missing function
+            tag = f"pyclnf-bench {name}".encode()
+            keep.append(tag)
+            cap = new_capsule(ctypes.cast(fn, ctypes.c_void_p).value, tag, None)
+            self[name] = cap
+            return cap
+
+    scipy = types.ModuleType("scipy")
+    scipy.__version__ = "1.10.0"   # Numba checks for >= 1.0
+    linalg = types.ModuleType("scipy.linalg")
+    blas = types.ModuleType("scipy.linalg.cython_blas")
+    lapack = types.ModuleType("scipy.linalg.cython_lapack")
+    blas.__pyx_capi__ = _Capi()
+    lapack.__pyx_capi__ = _Capi()
+    blas._keep = lapack._keep = keep
+    scipy.linalg, linalg.cython_blas, linalg.cython_lapack = linalg, blas, lapack
+    sys.modules.update({"scipy": scipy, "scipy.linalg": linalg, "scipy.linalg.cython_blas": blas,
+                        "scipy.linalg.cython_lapack": lapack})
+
+
+def blas_shim_selftest(library: str) -> bool:
+    """Run Numba's svd, det and matrix products through the shim in a child
+    process (a wrong library crashes the child, not the benchmark)."""
+    import subprocess
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import bench_gpu as b; "
+            f"b.install_scipy_blas_shim({library!r}); b._shim_check()")
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return False
+    return r.returncode == 0 and "shim ok" in r.stdout
+
+
+def _shim_check():
+    import numpy as np
+    from numba import njit
+
+    @njit(cache=False)
+    def k(a, b, x, y):
+        u, s, vt = np.linalg.svd(a)
+        return u @ np.diag(s) @ vt, np.linalg.det(a), x @ y, np.dot(x[0], np.ascontiguousarray(y[:, 0]))
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 3))
+    x = rng.standard_normal((5, 7)).astype(np.float32)
+    y = rng.standard_normal((7, 4)).astype(np.float32)
+    rec, det, xy, d = k(a, a, x, y)
+    assert np.allclose(rec, a) and np.isclose(det, np.linalg.det(a))
+    assert np.allclose(xy, x @ y, atol=1e-5) and np.isclose(d, x[0] @ y[:, 0], atol=1e-5)
+    print("shim ok")
+
+
 def bench_responses(torch, TorchBackend, cfg, mdir, model, faces, dev, args, batches, deadline, report):
     """Patch-expert evaluation alone: one ``responses`` call per scale for b
     faces (k = b x the frontal view's visible landmarks, the window of the
@@ -306,7 +435,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     batches = args.batches or ([1, 8] if args.quick else [1, 64, 1024])
     cpu_faces = args.cpu_faces or (3 if args.quick else 16)
-    budget = args.budget or (240.0 if args.quick else 300.0)
+    budget = args.budget or (150.0 if args.quick else 240.0)
     t_start = time.perf_counter()
     deadline = t_start + budget
     report = {"argv": sys.argv[1:], "batches": batches, "runs": [], "kernels": [], "skipped": [], "notes": []}
@@ -325,6 +454,10 @@ def main(argv=None) -> int:
         report["gpu"] = torch.cuda.get_device_name(0)
     preloaded = [m for m in ("onnx", "onnxruntime", "tqdm", "platformdirs", "threadpoolctl", "scipy")
                  if m in sys.modules]
+    stub_note = stub_threadpoolctl()
+    if stub_note:
+        _say(f"note: {stub_note}")
+        report["notes"].append(stub_note)
     try:
         import pyclnf
         from pyclnf import CLNF
@@ -342,10 +475,18 @@ def main(argv=None) -> int:
     _say(f"pyclnf {pyclnf.__version__}; batches through {batch_path}")
     report["path"] = batch_path
     why = numba_lapack_missing()
-    if why:
-        _say(f"NOTE: fits cannot run on this machine: {why}. Measuring the patch-expert responses only.")
-        report["notes"].append(f"fits impossible: {why}")
-        args.responses_only = True
+    if why and not args.responses_only:
+        lib = next((c for c in _lp64_blas_candidates() if blas_shim_selftest(c)), None)
+        if lib is not None:
+            install_scipy_blas_shim(lib)
+            note = f"{why}; this benchmark hands Numba the BLAS/LAPACK of {lib} instead (self-test passed)"
+            _say(f"NOTE: {note}")
+            report["notes"].append(note)
+        else:
+            _say(f"NOTE: fits cannot run on this machine: {why}, and no LP64 BLAS/LAPACK passed the "
+                 f"stand-in self-test. Measuring the patch-expert responses only.")
+            report["notes"].append(f"fits impossible: {why}")
+            args.responses_only = True
 
     model_dir = (args.data / "openface-model").resolve()
     faces = load_faces(args.data, args.faces)
@@ -364,6 +505,7 @@ def main(argv=None) -> int:
         _say(f"  synthetic real-architecture CEN set written in {time.perf_counter() - t:.1f} s")
         return out, "ceclm"
 
+    per_face = {}      # config -> seconds per face of its last batch (for the budget)
     kernel_cfg = "ceclm-realarch" if "ceclm-realarch" in args.configs else args.configs[0]
     for cfg in args.configs:
         if time.perf_counter() > deadline:
@@ -395,9 +537,11 @@ def main(argv=None) -> int:
             det.backend.precision = prec
             fit_many(det, faces[:2])                         # uploads the weights, warms the kernels
             for b in batches:
-                if time.perf_counter() > deadline:
-                    report["skipped"].append(f"{cfg} {prec} batch {b} (time budget)")
-                    _say(f"  {prec:<5} batch {b:>5}: skipped (time budget)")
+                # skip a run that would end past the budget (per-face time of the last run x 1.5)
+                expected = 1.5 * b * per_face.get(cfg, 0.0)
+                if time.perf_counter() + expected > deadline:
+                    report["skipped"].append(f"{cfg} {prec} batch {b} (time budget; expected {expected:.0f} s)")
+                    _say(f"  {prec:<5} batch {b:>5}: skipped (time budget; expected {expected:.0f} s)")
                     continue
                 batch = [faces[i % len(faces)] for i in range(b)]
                 reps = 5 if b == 1 else 1
@@ -408,6 +552,7 @@ def main(argv=None) -> int:
                         lms = fit_many(det, batch)
                         times.append(time.perf_counter() - t)
                 sec = float(np.median(times))
+                per_face[cfg] = sec / b if b > 1 else max(per_face.get(cfg, 0.0), sec / b / 4)
                 total = times[-1]
                 shares = {k: v / total for k, v in timers.seconds.items()}
                 shares["python-other"] = max(0.0, 1.0 - sum(shares.values()))
