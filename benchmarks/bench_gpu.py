@@ -94,16 +94,44 @@ def stub_threadpoolctl():
 
 
 # --------------------------------------------------------------------------- fitting
+def batch_path(CLNF) -> str:
+    """How :func:`fit_many` fits a batch in this build."""
+    if hasattr(CLNF, "fit_batch"):
+        return "fit_batch"
+    try:
+        from pyclnf.fitting.batch import run_lockstep  # noqa: F401
+        from pyclnf.fitting.landmark_model import LandmarkModel
+        if hasattr(LandmarkModel, "fit_box_steps"):
+            return "lockstep"
+    except ImportError:
+        pass
+    return "sequential"
+
+
 def fit_many(det, faces):
-    """Landmarks (n, 68, 2) of ``faces``: one ``fit_batch`` call, or sequential fits."""
+    """Landmarks (n, 68, 2) of ``faces``: one ``CLNF.fit_batch`` call; before
+    that API lands, the lockstep driver it is built on (one backend call per
+    scale and view for all faces), else sequential fits."""
     import numpy as np
     images = [f[0] for f in faces]
     boxes = [f[1] for f in faces]
-    if hasattr(det, "fit_batch"):
+    path = batch_path(type(det))
+    if path == "fit_batch":
         res = det.fit_batch(images, boxes)
         if isinstance(res, tuple) and len(res) == 2 and np.ndim(res[0]) == 3:
             return np.asarray(res[0], np.float64)
         return np.stack([np.asarray(r[0], np.float64) for r in res])
+    if path == "lockstep":
+        from pyclnf._threads import single_threaded_blas
+        from pyclnf.clnf import _check_box
+        from pyclnf.fitting.batch import run_lockstep
+        from pyclnf.image import check_image, to_gray_uint8
+        grays = [to_gray_uint8(check_image(img)) for img in images]
+        states = [det.model.new_state() for _ in faces]
+        with single_threaded_blas():
+            run_lockstep([det.model.fit_box_steps(st, g, _check_box(b, g.shape), det.settings)
+                          for st, g, b in zip(states, grays, boxes)])
+        return np.stack([np.asarray(st.landmarks, np.float64) for st in states])
     return np.stack([det.fit(img, box)[0] for img, box in zip(images, boxes)])
 
 
@@ -471,9 +499,11 @@ def main(argv=None) -> int:
     if extra:
         report["notes"].append(f"importing pyclnf imported optional packages: {extra}")
         _say(f"note: importing pyclnf imported {extra}")
-    batch_path = "fit_batch" if hasattr(CLNF, "fit_batch") else "sequential fit (this build has no CLNF.fit_batch)"
-    _say(f"pyclnf {pyclnf.__version__}; batches through {batch_path}")
-    report["path"] = batch_path
+    path = {"fit_batch": "CLNF.fit_batch",
+            "lockstep": "the lockstep driver pyclnf.fitting.batch.run_lockstep (no CLNF.fit_batch in this build)",
+            "sequential": "sequential fit (no batched fitting in this build)"}[batch_path(CLNF)]
+    _say(f"pyclnf {pyclnf.__version__}; batches through {path}")
+    report["path"] = path
     why = numba_lapack_missing()
     if why and not args.responses_only:
         lib = next((c for c in _lp64_blas_candidates() if blas_shim_selftest(c)), None)
