@@ -33,11 +33,27 @@ def pytest_configure(config):
     * ``backend="auto"`` resolves to the reference Numba backend (the ONNX and
       CoreML backends have their own tests that name them explicitly; the
       automatic choice itself is tested in ``test_backend_selection.py``);
-    * exports made on first use go to a temporary cache, not ``~/.cache``.
+    * exports made on first use go to a temporary cache, not ``~/.cache``;
+      :func:`pytest_unconfigure` removes it (hundreds of MB of ONNX/CoreML
+      files otherwise stay behind after every run).
     """
     import tempfile
     os.environ.setdefault("PYCLNF_BACKEND", "numba")
-    os.environ.setdefault("PYCLNF_CACHE_DIR", tempfile.mkdtemp(prefix="pyclnf-test-cache-"))
+    if not os.environ.get("PYCLNF_CACHE_DIR"):
+        cache = tempfile.mkdtemp(prefix="pyclnf-test-cache-")
+        os.environ["PYCLNF_CACHE_DIR"] = cache
+        config._pyclnf_cache_dir = cache
+
+
+def pytest_unconfigure(config):
+    """Remove the temporary export cache made by :func:`pytest_configure`
+    (a cache the user named through ``PYCLNF_CACHE_DIR`` is left alone)."""
+    import shutil
+    cache = getattr(config, "_pyclnf_cache_dir", None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
+        if os.environ.get("PYCLNF_CACHE_DIR") == cache:
+            del os.environ["PYCLNF_CACHE_DIR"]
 
 
 def in_ci() -> bool:

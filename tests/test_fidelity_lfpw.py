@@ -11,9 +11,10 @@ image once from the reference box (``reference/lfpw-test/boxes.tsv``, the
   **accuracy**, as NME = mean point error / distance of ground-truth points
   36 and 45, averaged over the set, against OpenFace's own figure.
 
-These run in CI (not marked slow): one configuration takes ~10 s (default) to
-~1-2 min (wild, 11 rotation hypotheses) on a 2-core machine; results are
-cached per module so each configuration is fitted once.
+Tiers: a configuration is fitted once per session (cached per module). The
+default settings take ~10 s per model on a 2-core machine and run in the quick
+tier (``python -m pytest``); the wild settings (11 rotation hypotheses per
+image) take ~1-2 min per model and are marked ``slow`` (``.ci/run`` runs them).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from pyclnf.datasets import (landmarks_from_row, mean_distance, normalised_mean_
 
 CONFIGS = [("clnf", "default"), ("clnf", "wild"), ("ceclm", "default"), ("ceclm", "wild")]
 IDS = [f"{m}-{s}" for m, s in CONFIGS]
+#: The configurations as parameters; the whole-set wild fits are the slow tier.
+FIT_PARAMS = [pytest.param(m, s, id=f"{m}-{s}", marks=[pytest.mark.slow] if s == "wild" else [])
+              for m, s in CONFIGS]
 N_IMAGES = 224
 
 #: OpenFace 2.2's mean NME on this set (reference/README.md, accuracy table);
@@ -104,7 +108,7 @@ def _worst(result, key, n=5):
     return ", ".join(f"{result['stems'][i]} {result[key][i]:.3f}" for i in order)
 
 
-@pytest.mark.parametrize("model,settings", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("model,settings", FIT_PARAMS)
 def test_fidelity_to_openface(lfpw_fits, model, settings):
     r = lfpw_fits(model, settings)
     assert len(r["fidelity"]) == N_IMAGES
@@ -115,7 +119,7 @@ def test_fidelity_to_openface(lfpw_fits, model, settings):
             f"mean distance to OpenFace {mean:.4f} px > {FIDELITY_DEFAULT_PX}; worst: {_worst(r, 'fidelity')}")
 
 
-@pytest.mark.parametrize("model,settings", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("model,settings", FIT_PARAMS)
 def test_accuracy_not_worse_than_openface(lfpw_fits, model, settings):
     r = lfpw_fits(model, settings)
     ours = float(r["nme"].mean())
