@@ -7,6 +7,7 @@ Coordinates are OpenFace's: landmarks are (68, 2) arrays of ``(x, y)`` in
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Optional, Union
 
@@ -15,7 +16,7 @@ import numpy as np
 from .backends import PatchExpertBackend, get_backend_class
 from .backends.numba_backend import NumbaBackend
 from .config import MAIN_DESCRIPTORS, FitSettings, settings_for
-from .fitting.batch import run_one
+from .fitting.batch import run_lockstep, run_one
 from .fitting.landmark_model import FitState, LandmarkModel
 from .fitting.loader import build_landmark_model
 from ._threads import single_threaded_blas
@@ -167,6 +168,62 @@ class CLNF:
             info["trace"] = state.trace
         return landmarks, info
 
+    def fit_batch(self, images, boxes, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):
+        """Fit many faces together; each result equals :meth:`fit`'s for that face.
+
+        All faces go through the fitting schedule in lockstep (each with its
+        own hypotheses, early termination, parts and validation); at every
+        step the patch-expert responses of all faces sharing a scale, view
+        and window are computed in one backend call, which is what makes
+        large batches fast on accelerators.
+
+        Parameters
+        ----------
+        images : ndarray or sequence of ndarray
+            One image shared by every box (e.g. several faces of a photo), or
+            one image per box (see :meth:`fit` for the accepted arrays).
+        boxes : sequence of (x, y, width, height), or (n, 4) array
+            Face boxes in pixels, as for :meth:`fit`.
+        settings : FitSettings, optional
+            Overrides the detector's settings for this call.
+        camera : Camera, optional
+            Intrinsics for the head pose (default: OpenFace's guess per image).
+
+        Returns
+        -------
+        list of (landmarks, info)
+            One per box, in order, as :meth:`fit` returns them.
+        """
+        grays, faces = self._batch_inputs(images, boxes)
+        s = self.settings if settings is None else settings
+        states = [self.model.new_state() for _ in faces]
+        with single_threaded_blas():
+            run_lockstep([self.model.fit_box_steps(st, grays[i], box, s) for st, (i, box) in zip(states, faces)])
+        return [self._result(grays[i].shape, camera, st) for st, (i, _) in zip(states, faces)]
+
+    @staticmethod
+    def _batch_inputs(images, boxes):
+        """Validated ``fit_batch`` arguments: the grayscale images and, per
+        box, (index of its image, checked box)."""
+        shared = isinstance(images, np.ndarray)
+        if not shared and not isinstance(images, (list, tuple)):
+            raise TypeError(f"images must be an image array or a list of them, got {type(images).__name__}")
+        image_list = [images] if shared else list(images)
+        box_list = list(boxes)
+        if not shared and len(image_list) != len(box_list):
+            raise ValueError(f"{len(image_list)} images but {len(box_list)} boxes: "
+                             "give one image per box, or one image for all boxes")
+        grays = [to_gray_uint8(check_image(img, name="image" if shared else f"image {i}"))
+                 for i, img in enumerate(image_list)]
+        faces = []
+        for j, b in enumerate(box_list):
+            k = 0 if shared else j
+            try:
+                faces.append((k, _check_box(b, grays[k].shape)))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"box {j}: {exc}") from None
+        return grays, faces
+
     # --- detection --------------------------------------------------------------
     @property
     def face_detector(self):
@@ -221,8 +278,33 @@ class CLNF:
         return results if return_all_faces else results[0]
 
     # --- tracking -------------------------------------------------------------
+    def _detect_bgr(self, bgr):
+        return self.face_detector.detect(bgr)
+
+    @staticmethod
+    def _frame_input(frame, index):
+        """(gray, bgr) uint8 of a tracked frame, or the ``info`` reporting
+        why it is not a valid image."""
+        from .image import to_bgr_uint8
+        try:
+            image = check_image(frame, name=f"frame {index}")
+            return to_gray_uint8(image), to_bgr_uint8(image)
+        except (TypeError, ValueError) as exc:
+            return {"frame": index, "success": False, "confidence": 0.0, "error": str(exc)}
+
+    def _track_result(self, tracker, shape, camera, index):
+        lm, info = self._result(shape, camera, tracker.fit_state)
+        info["frame"] = index
+        info["tracking"] = tracker.state.tracking_initialised
+        if not tracker.state.tracking_initialised or tracker.state.failures_in_a_row > 100:
+            info["success"] = False
+        return lm, info
+
     def track(self, frames, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):
         """Track one face through ``frames`` (any iterable of images).
+
+        Each call has its own tracker: several ``track`` generators (and
+        ``fit`` calls) may use one ``CLNF`` at once.
 
         Yields
         ------
@@ -231,26 +313,54 @@ class CLNF:
         ``info["error"]`` names the problem of a frame that is not a valid
         image (``None`` in the iterable, wrong shape...), which is skipped.
         """
-        from .image import to_bgr_uint8
         from .tracking import FaceTracker
         s = (self.settings if settings is None else settings).copy(multi_view=False)
-        tracker = FaceTracker(self.model, lambda bgr: self.face_detector.detect(bgr), s)
+        tracker = FaceTracker(self.model, self._detect_bgr, s)
         for index, frame in enumerate(frames):
-            try:
-                image = check_image(frame, name=f"frame {index}")
-                gray = to_gray_uint8(image)
-                bgr = to_bgr_uint8(image)
-            except (TypeError, ValueError) as exc:
-                yield None, {"frame": index, "success": False, "confidence": 0.0, "error": str(exc)}
+            prepared = self._frame_input(frame, index)
+            if isinstance(prepared, dict):
+                yield None, prepared
                 continue
             with single_threaded_blas():
-                tracker.step(gray, bgr)
-            lm, info = self._result(gray.shape, camera, tracker.fit_state)
-            info["frame"] = index
-            info["tracking"] = tracker.state.tracking_initialised
-            if not tracker.state.tracking_initialised or tracker.state.failures_in_a_row > 100:
-                info["success"] = False
-            yield lm, info
+                tracker.step(*prepared)
+            yield self._track_result(tracker, prepared[0].shape, camera, index)
+
+    def track_many(self, streams, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):
+        """Track one face in each of several streams, stepping them in lockstep.
+
+        Each stream gets its own tracker (as :meth:`track`); at each step the
+        patch-expert responses of all streams are computed together, as in
+        :meth:`fit_batch`.
+
+        Parameters
+        ----------
+        streams : sequence of iterables of images
+            E.g. the frames of several videos.
+
+        Yields
+        ------
+        list with one entry per stream and step: ``(landmarks, info)`` as
+        :meth:`track` yields it (``(None, info)`` with ``info["error"]`` for a
+        bad frame), or ``None`` once that stream has ended.  Stops when every
+        stream has ended.
+        """
+        from .tracking import FaceTracker
+        s = (self.settings if settings is None else settings).copy(multi_view=False)
+        iterators = [iter(f) for f in streams]
+        trackers = [FaceTracker(self.model, self._detect_bgr, s) for _ in iterators]
+        ended = object()
+        for index in itertools.count():
+            frames = [next(it, ended) if it is not None else ended for it in iterators]
+            iterators = [None if f is ended else it for f, it in zip(frames, iterators)]
+            if all(it is None for it in iterators):
+                return
+            prepared = [None if f is ended else self._frame_input(f, index) for f in frames]
+            live = [j for j, p in enumerate(prepared) if isinstance(p, tuple)]
+            with single_threaded_blas():
+                run_lockstep([trackers[j].step_steps(*prepared[j]) for j in live])
+            yield [None if p is None else (None, p) if isinstance(p, dict)
+                   else self._track_result(trackers[j], p[0].shape, camera, index)
+                   for j, p in enumerate(prepared)]
 
     def track_multi(self, frames, max_faces: int = 4, settings: Optional[FitSettings] = None,
                     camera: Optional[Camera] = None):
@@ -261,17 +371,15 @@ class CLNF:
         list of (face_id, landmarks, info) per frame, for the faces tracked
         in that frame (``face_id`` is the tracking slot, stable while tracked).
         """
-        from .image import to_bgr_uint8
         from .tracking import MultiFaceTracker
         s = self.settings if settings is None else settings
-        multi = MultiFaceTracker(self.model, lambda bgr: self.face_detector.detect(bgr), s, max_faces)
+        multi = MultiFaceTracker(self.model, self._detect_bgr, s, max_faces)
         for index, frame in enumerate(frames):
-            try:
-                image = check_image(frame, name=f"frame {index}")
-                gray, bgr = to_gray_uint8(image), to_bgr_uint8(image)
-            except (TypeError, ValueError):
+            prepared = self._frame_input(frame, index)
+            if isinstance(prepared, dict):
                 yield []
                 continue
+            gray, bgr = prepared
             faces = []
             with single_threaded_blas():
                 active = multi.step(gray, bgr)

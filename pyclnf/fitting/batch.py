@@ -13,7 +13,9 @@ fit's own :class:`~pyclnf.fitting.landmark_model.FitState`.
   gathers every pending request, concatenates the areas of those sharing a
   backend, scale, view and window into **one**
   ``backend.responses(areas, landmarks, scale, view)`` call, and hands each
-  generator its slice.  Generators that finish (converged hypotheses, early
+  generator its slice (a backend may cap the areas per call with a
+  ``max_batch_areas`` attribute; the group is then split between whole
+  requests).  Generators that finish (converged hypotheses, early
   termination, failed faces) simply drop out, so every face follows exactly
   the control flow of its sequential fit.
 
@@ -75,9 +77,27 @@ def run_one(fitting: Fitting):
         return stop.value
 
 
+def _calls(requests: Sequence[ResponseRequest], members: List[int]) -> List[List[int]]:
+    """Split one group into backend calls of at most ``backend.max_batch_areas``
+    areas (no limit when the backend does not set it), never splitting a request."""
+    limit = getattr(requests[members[0]].backend, "max_batch_areas", None)
+    if not limit:
+        return [members]
+    calls, size = [[]], 0
+    for i in members:
+        k = requests[i].landmarks.size
+        if calls[-1] and size + k > limit:
+            calls.append([])
+            size = 0
+        calls[-1].append(i)
+        size += k
+    return calls
+
+
 def answer_requests(requests: Sequence[ResponseRequest]) -> List[np.ndarray]:
-    """Responses for several requests, one backend call per (backend, scale,
-    view, window) group.
+    """Responses for several requests: one backend call per (backend, scale,
+    view, window) group, or several where the backend limits the areas per
+    call (``max_batch_areas``).
 
     Returns
     -------
@@ -88,15 +108,19 @@ def answer_requests(requests: Sequence[ResponseRequest]) -> List[np.ndarray]:
         groups.setdefault(req.key(), []).append(i)
     out: List[np.ndarray] = [None] * len(requests)
     for members in groups.values():
-        first = requests[members[0]]
-        areas = np.concatenate([requests[i].areas for i in members])
-        landmarks = np.concatenate([requests[i].landmarks for i in members])
-        r = first.backend.responses(areas, landmarks, first.scale, first.view)
-        start = 0
-        for i in members:
-            k = requests[i].landmarks.size
-            out[i] = r[start:start + k]
-            start += k
+        for call in _calls(requests, members):
+            first = requests[call[0]]
+            if len(call) == 1:
+                out[call[0]] = first.backend.responses(first.areas, first.landmarks, first.scale, first.view)
+                continue
+            areas = np.concatenate([requests[i].areas for i in call])
+            landmarks = np.concatenate([requests[i].landmarks for i in call])
+            r = first.backend.responses(areas, landmarks, first.scale, first.view)
+            start = 0
+            for i in call:
+                k = requests[i].landmarks.size
+                out[i] = r[start:start + k]
+                start += k
     return out
 
 

@@ -1,0 +1,109 @@
+"""Batched fitting (``CLNF.fit_batch``) against one ``fit`` per face, on one core.
+
+    python benchmarks/bench_fit_batch.py                 # 224 LFPW faces, clnf and ceclm, 1 core
+    python benchmarks/bench_fit_batch.py --limit 40 --models clnf --backend numpy
+
+Re-runs itself pinned to core 0 (``taskset -c 0``) with OMP/OpenBLAS/MKL/Numba
+limited to one thread.  For each model: fits/s of the sequential loop and of
+one ``fit_batch`` over all faces (best of ``--rounds`` interleaved rounds, the
+first fit and a 2-face batch excluded as warm-up), their ratio (issue 11's
+target: >= 1.3x with Numba), the share of the time spent in the backend's
+``responses`` calls and how many calls were made, and the largest and mean
+landmark difference between the two (px) with the number of faces whose
+``success``/``view``/``iterations`` differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import MODEL_DIR, SHARED, lfpw_boxes, rerun_pinned, set_threads  # noqa: E402
+
+
+class _CountingResponses:
+    """Wraps ``backend.responses`` to count calls and the time they take."""
+
+    def __init__(self, backend):
+        self.backend, self.inner = backend, backend.responses
+        self.calls, self.seconds = 0, 0.0
+        backend.responses = self
+
+    def __call__(self, *args):
+        t0 = time.perf_counter()
+        try:
+            return self.inner(*args)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+
+    def take(self):
+        out = (self.calls, self.seconds)
+        self.calls, self.seconds = 0, 0.0
+        return out
+
+
+def _run(det, counter, images, boxes, batched):
+    counter.take()
+    t0 = time.perf_counter()
+    if batched:
+        out = det.fit_batch(images, boxes)
+    else:
+        out = [det.fit(img, box) for img, box in zip(images, boxes)]
+    return out, time.perf_counter() - t0, counter.take()
+
+
+def bench_model(model, backend, images, boxes, rounds):
+    import numpy as np
+    from pyclnf import CLNF
+    det = CLNF(MODEL_DIR, model=model, backend=backend)
+    counter = _CountingResponses(det.backend)
+    det.fit(images[0], boxes[0])
+    det.fit_batch(images[:2], boxes[:2])
+    best = {}
+    for _ in range(rounds):
+        for batched in (False, True):
+            out, secs, calls = _run(det, counter, images, boxes, batched)
+            if batched not in best or secs < best[batched][1]:
+                best[batched] = (out, secs, calls)
+    (seq, t_seq, c_seq), (bat, t_bat, c_bat) = best[False], best[True]
+    d = np.array([np.linalg.norm(b[0] - s[0], axis=1).mean() for s, b in zip(seq, bat)])
+    dmax = max(float(np.abs(b[0] - s[0]).max()) for s, b in zip(seq, bat))
+    mismatched = sum(any(s[1][k] != b[1][k] for k in ("success", "view", "iterations")) for s, b in zip(seq, bat))
+    n = len(images)
+    for label, t, (calls, rs) in (("sequential", t_seq, c_seq), ("fit_batch", t_bat, c_bat)):
+        print(f"{model:<7}{label:<12}{n / t:>9.1f}{rs / t:>10.0%}{calls:>9}")
+    print(f"{model:<7}{'ratio':<12}{t_seq / t_bat:>9.2f}x   landmark diff max {dmax:.2e} px, "
+          f"mean-per-face max {d.max():.2e} px; info mismatches {mismatched}/{n}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=None, help="run in this process with N threads")
+    ap.add_argument("--limit", type=int, default=224, help="number of LFPW faces (default 224, all)")
+    ap.add_argument("--models", default="clnf,ceclm", help="comma-separated models (default clnf,ceclm)")
+    ap.add_argument("--backend", default="numba", help="patch-expert backend (default numba)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds, best kept (default 2)")
+    args = ap.parse_args(argv)
+    if args.threads is None:
+        extra = ["--limit", str(args.limit), "--models", args.models, "--backend", args.backend,
+                 "--rounds", str(args.rounds)]
+        return rerun_pinned(os.path.abspath(__file__), 1, extra)
+    set_threads(args.threads)
+    import cv2
+    faces = lfpw_boxes(args.limit)
+    images = [cv2.imread(str(SHARED / f"data/300w-lfpw-test/{stem}.png")) for stem, _ in faces]
+    boxes = [box for _, box in faces]
+    print(f"\n== {args.threads} thread(s), backend {args.backend}, {len(images)} LFPW faces, "
+          f"best of {args.rounds} rounds")
+    print(f"{'model':<7}{'mode':<12}{'fits/s':>9}{'backend%':>10}{'calls':>9}")
+    for model in args.models.split(","):
+        bench_model(model, args.backend, images, boxes, args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
