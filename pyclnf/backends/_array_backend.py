@@ -9,6 +9,7 @@ NumPy path and the Numba path are the same algorithm.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
@@ -45,10 +46,31 @@ def _stack_padded(mats: List[np.ndarray]) -> np.ndarray:
     return out
 
 
+_POOL_LOCK = threading.Lock()
+
+
+def _balanced_chunks(weights: List[int], n_parts: int) -> List[List[int]]:
+    """Split indices 0..len(weights)-1 into at most ``n_parts`` contiguous,
+    non-empty runs of about equal total weight (fewer when there are fewer
+    items)."""
+    n = len(weights)
+    n_parts = max(1, min(n_parts, n))
+    total = float(sum(weights))
+    chunks: List[List[int]] = [[] for _ in range(n_parts)]
+    acc = 0.0
+    for i, wt in enumerate(weights):
+        # the part whose share of the total contains this item's midpoint
+        part = min(n_parts - 1, int((acc + wt / 2.0) / total * n_parts)) if total > 0 else i * n_parts // n
+        chunks[part].append(i)
+        acc += wt
+    return [c for c in chunks if c]
+
+
 class ArrayBackend(PatchExpertBackend):
     """CPU backend parameterised by a kernel table (see subclasses)."""
 
-    #: kernel table: im2col(areas, support, sparse), sparse_to_dense(values, w),
+    #: kernel table: im2col(areas, support, sparse), im2col_gather(areas, items,
+    #: flip, support, sparse), sparse_to_dense(values, w),
     #: bias_activation_inplace(a, b, act), ccnf_neuron_sum(z, alpha2, w),
     #: shift_min_to_zero(r)
     kernels = None
@@ -65,17 +87,18 @@ class ArrayBackend(PatchExpertBackend):
     max_batch_areas = 100
 
     # --- CEN ------------------------------------------------------------------
-    def _cen_groups(self, plan, plan_pos: np.ndarray) -> List[_CENGroup]:
-        key = (plan.scale, plan.view, plan_pos.tobytes())
-        groups = self._cen_cache.get(key)
-        if groups is not None:
-            return groups
-        scale = self.experts.scales[plan.scale]
+    def _cen_units(self, plan, plan_pos: np.ndarray) -> List[tuple]:
+        """((source view, source landmark), [items]) per stored expert, in plan order."""
         by_expert: Dict[tuple, List[int]] = {}
         for item, p in enumerate(plan_pos):
             by_expert.setdefault((int(plan.source_view[p]), int(plan.source_landmark[p])), []).append(item)
+        return list(by_expert.items())
+
+    def _stack_groups(self, plan, units) -> List[_CENGroup]:
+        """Bucket experts by (areas per expert, activations) and stack their weights."""
+        scale = self.experts.scales[plan.scale]
         buckets: Dict[tuple, List[tuple]] = {}
-        for ek, items in by_expert.items():
+        for ek, items in units:
             e = scale.experts[ek[0]][ek[1]]
             buckets.setdefault((len(items), tuple(e.activations)), []).append((e, items))
         groups = []
@@ -85,12 +108,40 @@ class ArrayBackend(PatchExpertBackend):
             bs = [_stack_padded([e.biases[l].astype(np.float32).T for e, _ in members]) for l in range(n_layers)]
             slots = np.array([items for _, items in members], dtype=np.int64)
             groups.append(_CENGroup(slots, wts, bs, acts))
-        self._cen_cache[key] = groups
         return groups
+
+    def _cen_groups(self, plan, plan_pos: np.ndarray) -> List[_CENGroup]:
+        """All experts of a request, stacked (cached)."""
+        key = (plan.scale, plan.view, plan_pos.tobytes())
+        groups = self._cen_cache.get(key)
+        if groups is None:
+            groups = self._cen_cache[key] = self._stack_groups(plan, self._cen_units(plan, plan_pos))
+        return groups
+
+    def _cen_parts(self, plan, plan_pos: np.ndarray) -> List[List[_CENGroup]]:
+        """The request's experts split into ``n_threads`` parts of about equal
+        work (areas), each stacked on its own (cached)."""
+        key = ("parts", self.n_threads, plan.scale, plan.view, plan_pos.tobytes())
+        parts = self._cen_cache.get(key)
+        if parts is None:
+            units = self._cen_units(plan, plan_pos)
+            chunks = _balanced_chunks([len(items) for _, items in units], self.n_threads)
+            parts = self._cen_cache[key] = [self._stack_groups(plan, [units[i] for i in c]) for c in chunks]
+        return parts
 
     #: worker threads for the layer products (set by subclasses; 1 = serial)
     n_threads = 1
     _pool = None
+    _pool_size = 0
+
+    def _get_pool(self):
+        """The worker threads shared by every CPU backend (created on first use)."""
+        with _POOL_LOCK:
+            if ArrayBackend._pool is None or ArrayBackend._pool_size < self.n_threads:
+                from concurrent.futures import ThreadPoolExecutor
+                ArrayBackend._pool = ThreadPoolExecutor(max_workers=self.n_threads, thread_name_prefix="pyclnf")
+                ArrayBackend._pool_size = self.n_threads
+            return ArrayBackend._pool
 
     def _layers(self, h, g, lo, hi):
         """Run the group's layers on experts ``lo:hi`` of the batch ``h``."""
@@ -105,29 +156,39 @@ class ArrayBackend(PatchExpertBackend):
         work = h.shape[1] * sum(w.shape[1] * w.shape[2] for w in g.weights_t)
         if self.n_threads <= 1 or n_g < 2 or work < 2_000_000:
             return self._layers(h, g, 0, n_g)
-        if ArrayBackend._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-            ArrayBackend._pool = ThreadPoolExecutor(max_workers=self.n_threads, thread_name_prefix="pyclnf")
         bounds = np.linspace(0, n_g, self.n_threads + 1).astype(int)
-        futures = [ArrayBackend._pool.submit(self._layers, h, g, lo, hi)
+        futures = [self._get_pool().submit(self._layers, h, g, lo, hi)
                    for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
         return np.concatenate([f.result() for f in futures], axis=0)
 
-    def _cen(self, areas, plan, plan_pos) -> np.ndarray:
-        k = self.kernels
-        flip = plan.flip[plan_pos]
-        if np.any(flip):
-            areas = areas.copy()
-            areas[flip] = areas[flip][:, :, ::-1]
-        w = areas.shape[1] - SUPPORT + 1
-        X = k.im2col(areas, SUPPORT, True)                 # (n, P, 122)
-        n_items, P, F = X.shape
-        values = np.empty((n_items, P), dtype=np.float32)
-        for g in self._cen_groups(plan, plan_pos):
+    def _run_parts(self, fn, argsets) -> None:
+        """Call ``fn(*args)`` for each of ``argsets``: the first on this thread,
+        the others on the shared worker threads (the kernels release the GIL)."""
+        if len(argsets) == 1:
+            fn(*argsets[0])
+            return
+        futures = [self._get_pool().submit(fn, *a) for a in argsets[1:]]
+        fn(*argsets[0])
+        for f in futures:
+            f.result()
+
+    def _cen_part(self, areas, flip, groups, values) -> None:
+        """Sparse CEN values of the experts in ``groups`` into ``values`` (n, P)."""
+        P = values.shape[1]
+        for g in groups:
             n_g, m = g.slots.shape
-            h = self._run_group(X[g.slots.reshape(-1)].reshape(n_g, m * P, F), g)
-            values[g.slots.reshape(-1)] = h[:, :, 0].reshape(n_g * m, P)
-        dense = k.sparse_to_dense(values, w)
+            items = g.slots.reshape(-1)
+            X = self.kernels.im2col_gather(areas, items, flip, SUPPORT, True)      # (n_g*m, P, 122)
+            h = self._layers(X.reshape(n_g, m * P, X.shape[2]), g, 0, n_g)
+            values[items] = h[:, :, 0].reshape(n_g * m, P)
+
+    def _cen(self, areas, plan, plan_pos) -> np.ndarray:
+        flip = plan.flip[plan_pos]
+        w = areas.shape[1] - SUPPORT + 1
+        values = np.empty((areas.shape[0], (w * w - 1) // 2), dtype=np.float32)
+        self._run_parts(self._cen_part, [(areas, flip, groups, values)
+                                         for groups in self._cen_parts(plan, plan_pos) if groups])
+        dense = self.kernels.sparse_to_dense(values, w)
         if np.any(flip):
             dense[flip] = dense[flip][:, :, ::-1]
         return dense
@@ -160,15 +221,24 @@ class ArrayBackend(PatchExpertBackend):
         self._ccnf_cache[key] = pack
         return pack
 
-    def _ccnf(self, areas, plan, plan_pos) -> np.ndarray:
+    def _ccnf_part(self, areas, plan, plan_pos, lo, hi, out) -> None:
+        """CCNF responses of items ``lo:hi`` into ``out[lo:hi]``."""
         k = self.kernels
         w = areas.shape[1] - SUPPORT + 1
-        pack = self._ccnf_pack(plan, plan_pos, w)
-        X = k.im2col(areas, SUPPORT, False)            # (n, w*w, 122)
+        pack = self._ccnf_pack(plan, plan_pos[lo:hi], w)
+        X = k.im2col_gather(areas, np.arange(lo, hi), np.zeros(areas.shape[0], np.bool_), SUPPORT, False)
         z = np.matmul(X, pack.weights_t)               # (n, w*w, K)
         r = k.ccnf_neuron_sum(z, pack.alpha2, w)       # (n, w*w), row-major (y, x)
-        out = np.matmul(pack.sigma, r[:, :, None])[:, :, 0].reshape(-1, w, w)
-        k.shift_min_to_zero(out)
+        res = np.matmul(pack.sigma, r[:, :, None])[:, :, 0].reshape(-1, w, w)
+        k.shift_min_to_zero(res)
+        out[lo:hi] = res
+
+    def _ccnf(self, areas, plan, plan_pos) -> np.ndarray:
+        w = areas.shape[1] - SUPPORT + 1
+        out = np.empty((areas.shape[0], w, w), dtype=np.float32)
+        bounds = np.cumsum([0] + [len(c) for c in _balanced_chunks([1] * areas.shape[0], self.n_threads)])
+        self._run_parts(self._ccnf_part, [(areas, plan, plan_pos, lo, hi, out)
+                                          for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo])
         return out
 
     def _compute(self, areas, plan_pos, scale, view):

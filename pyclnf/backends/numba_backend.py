@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import types
 
 import numba
@@ -19,11 +20,23 @@ def _im2col(areas, support, sparse):
 
 _NUMBA_KERNELS = types.SimpleNamespace(
     im2col=_im2col,
+    im2col_gather=_kernels.im2col_gather,
     sparse_to_dense=_kernels.sparse_to_dense,
     bias_activation_inplace=_kernels.bias_activation_inplace,
     ccnf_neuron_sum=_kernels.ccnf_neuron_sum,
     shift_min_to_zero=_kernels.shift_min_to_zero,
 )
+
+
+def default_threads() -> int:
+    """Threads a fit spreads its patch responses over: Numba's thread count
+    (``NUMBA_NUM_THREADS``), at most the cores this process may run on."""
+    n = numba.get_num_threads()
+    try:
+        n = min(n, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        pass
+    return max(1, n)
 
 
 class NumbaBackend(ArrayBackend):
@@ -35,9 +48,10 @@ class NumbaBackend(ArrayBackend):
 
     def __init__(self, experts=None):
         super().__init__(experts)
-        #: layer products are split over this many threads (BLAS itself runs
-        #: single-threaded during fits, as in OpenFace)
-        self.n_threads = max(1, min(2, numba.get_num_threads()))
+        #: each scale's responses are split over this many threads, landmarks
+        #: divided as OpenFace's TBB loop does (BLAS itself runs single-threaded
+        #: during fits, as in OpenFace)
+        self.n_threads = default_threads()
 
     def prepare(self) -> None:
         """Compile (or load from Numba's cache) every kernel once."""
@@ -48,6 +62,7 @@ def warm_up() -> None:
     """JIT-compile the patch-expert kernels on tiny inputs (excluded from timings)."""
     areas = np.zeros((1, 13, 13), np.float32)
     for sparse in (True, False):
+        _kernels.im2col_gather(areas, np.zeros(1, np.int64), np.zeros(1, np.bool_), 11, sparse)
         _kernels.im2col_contrast_norm(areas, 11, sparse)
         _kernels.im2col_contrast_norm_parallel(areas, 11, sparse)
     _kernels.sparse_to_dense(np.zeros((1, 4), np.float32), 3)

@@ -33,6 +33,14 @@ def im2col(areas, support, sparse):
     return out
 
 
+def im2col_gather(areas, items, flip, support, sparse):
+    a = areas[items]
+    f = flip[items]
+    if np.any(f):
+        a[f] = a[f][:, :, ::-1]
+    return im2col(a, support, sparse)
+
+
 def sparse_to_dense(values, w):
     k = values.shape[0]
     full = np.zeros((k, w + 2, w + 2), np.float32)   # column-major map [x, y], padded
@@ -82,7 +90,7 @@ def shift_min_to_zero(r):
 
 
 _NUMPY_KERNELS = types.SimpleNamespace(
-    im2col=im2col, sparse_to_dense=sparse_to_dense, bias_activation_inplace=bias_activation_inplace,
+    im2col=im2col, im2col_gather=im2col_gather, sparse_to_dense=sparse_to_dense, bias_activation_inplace=bias_activation_inplace,
     ccnf_neuron_sum=ccnf_neuron_sum, shift_min_to_zero=shift_min_to_zero)
 
 
