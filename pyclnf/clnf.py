@@ -105,17 +105,10 @@ class CLNF:
         return self.model.backend
 
     def prepare(self) -> None:
-        """Compile the Numba kernels now instead of on the first fit."""
-        from .backends.numba_backend import warm_up
-        from .fitting import _meanshift_kernels as ms
-        from ._warp_kernels import warp_patches
-        warm_up()
-        warp_patches(np.zeros((4, 4), np.float32), np.zeros((1, 2, 3)), 2, np.zeros(1, np.bool_))
-        r = np.ones((1, 3, 3), np.float32)
-        v = np.ones(1, np.bool_)
-        d = np.zeros(1, np.float32)
-        ms.kde_mean_shift(r, d, d, v, np.float32(-0.5))
-        ms.landmark_likelihoods(r, d, d, v, np.float32(1.0))
+        """Compile (or load from Numba's on-disk cache) every kernel a fit, a
+        detection and a track use, instead of on the first fit."""
+        from ._warmup import compile_all
+        compile_all()
         self.backend.prepare()
         self._warm = True
 

@@ -54,20 +54,13 @@ class NumbaBackend(ArrayBackend):
         self.n_threads = default_threads()
 
     def prepare(self) -> None:
-        """Compile (or load from Numba's cache) every kernel once."""
-        warm_up()
+        """Compile (or load from Numba's cache) every kernel a fit uses."""
+        from .._warmup import compile_all
+        compile_all()
 
 
 def warm_up() -> None:
-    """JIT-compile the patch-expert kernels on tiny inputs (excluded from timings)."""
-    areas = np.zeros((1, 13, 13), np.float32)
-    for sparse in (True, False):
-        _kernels.im2col_gather(areas, np.zeros(1, np.int64), np.zeros(1, np.bool_), 11, sparse)
-        _kernels.im2col_contrast_norm(areas, 11, sparse)
-        _kernels.im2col_contrast_norm_parallel(areas, 11, sparse)
-    _kernels.sparse_to_dense(np.zeros((1, 4), np.float32), 3)
-    a = np.zeros((1, 2, 2), np.float32)
-    for act in (0, 1, 2):
-        _kernels.bias_activation_inplace(a, np.zeros((1, 1, 2), np.float32), act)
-    _kernels.ccnf_neuron_sum(np.zeros((1, 9, 2), np.float32), np.zeros((1, 2)), 3)
-    _kernels.shift_min_to_zero(np.zeros((1, 3, 3), np.float32))
+    """Compile (or load from cache) the kernels of every CPU path, the
+    ONNX/CoreML host kernels included (:func:`pyclnf._warmup.compile_all`)."""
+    from .._warmup import compile_all
+    compile_all(fused=True)
