@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Sequence
 
-from ..video import is_image_file, is_video_file, list_images
+from ..video import is_video_file, list_images
 
 __all__ = ["Item", "assign_outputs", "discover", "shard", "part_of"]
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,7 +225,6 @@ def process_file(det, source, base, options: FileOptions, *, resume: bool = Fals
     base = Path(base)
     res = FileResult()
     try:
-        base.parent.mkdir(parents=True, exist_ok=True)
         path = Path(str(source))
         if path.is_dir() and options.images:
             files = list_images(path)
@@ -251,6 +249,7 @@ def _images(det, files: List[Path], base: Path, options, res: FileResult, resume
     from ..video import read_image
     if on_start:
         on_start(len(files))
+    base.parent.mkdir(parents=True, exist_ok=True)
     writer = CSVWriter(f"{base}.csv", options.landmarks_3d, options.pdm_params, resume=resume)
     res.resumed_rows = writer.kept_rows
     records, overlays = [], []
@@ -334,6 +333,7 @@ def _stream(det, source, base: Path, options, res: FileResult, resume, stop, on_
     res.declared_frames = source.n_frames if source.kind == "video" else None
     if on_start:
         on_start(source.n_frames)
+    base.parent.mkdir(parents=True, exist_ok=True)
     writer = CSVWriter(f"{base}.csv", options.landmarks_3d, options.pdm_params, resume=resume)
     res.resumed_rows = writer.kept_rows
     video = OverlayVideo(f"{base}_overlay.avi", source.fps) if options.overlay else None

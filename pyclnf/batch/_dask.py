@@ -1,0 +1,99 @@
+"""The Dask side of :func:`pyclnf.batch.process` (imported only when Dask is
+used): the embedded local cluster or a client of an existing one, one task
+per input, results collected in the driver as they finish."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+import uuid
+
+from distributed import Client, Event, LocalCluster, WorkerPlugin, wait
+
+from .driver import progress_bar, run_task
+
+__all__ = ["IgnoreSigint", "run_dask", "GRACE_S"]
+
+#: Seconds the driver waits, once stopped, for running tasks to finish their frame.
+GRACE_S = 15.0
+
+
+class IgnoreSigint(WorkerPlugin):
+    """Workers of the embedded cluster ignore SIGINT: Ctrl-C in a terminal
+    reaches the whole process group, and the driver alone decides (its tasks
+    stop after their current frame, see :func:`run_dask`)."""
+
+    def setup(self, worker) -> None:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:      # not the main thread of the worker process
+            pass
+
+
+def run_dask(todo, out_dir, options, record, halt, progress, summary, scheduler, n) -> None:
+    """Dask: the embedded local cluster (``n`` single-threaded worker
+    processes) or an existing one (``scheduler``)."""
+    cluster = None
+    if isinstance(scheduler, Client):
+        client = scheduler
+    elif scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+        client = Client(cluster)
+        client.register_plugin(IgnoreSigint(), name="pyclnf-ignore-sigint")
+    batch_id = uuid.uuid4().hex[:12]
+    event = Event(f"pyclnf-stop-{batch_id}", client=client)
+    futures = {}
+    for k, (it, sig) in enumerate(todo):
+        f = client.submit(run_task, it.source, it.rel, str(out_dir), options, event.name,
+                          key=f"pyclnf-batch-{batch_id}-{k}", pure=False)
+        futures[f] = (it, sig)
+    bar = progress_bar(len(todo), progress)
+    frames = 0
+    t0 = time.perf_counter()
+    pending = set(futures)
+    grace_end = None
+    try:
+        while pending:
+            if grace_end is None and halt():
+                summary.interrupted = True
+                event.set()                    # running tasks stop after their frame
+                grace_end = time.monotonic() + GRACE_S
+            if grace_end is not None and time.monotonic() > grace_end:
+                break
+            try:
+                done, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
+            except Exception as exc:           # TimeoutError (its class varies with versions)
+                if "Timeout" not in type(exc).__name__:
+                    raise
+                continue
+            for f in done:
+                it, sig = futures[f]
+                try:
+                    rec = f.result()
+                except Exception as exc:
+                    what = ("a worker died while processing it" if type(exc).__name__ == "KilledWorker"
+                            else "the task failed")
+                    rec = {"input": it.source, "rel": it.rel, "worker": None, "output": f"{it.rel}.csv",
+                           "status": "failed", "frames": 0, "frames_ok": 0, "declared_frames": None,
+                           "seconds": 0.0, "error": f"{what}: {type(exc).__name__}: {exc}",
+                           "outputs": [], "csv_bytes": None}
+                if rec["status"] == "interrupted":
+                    continue
+                record(it, sig, rec)
+                frames += rec["frames"]
+                bar.update(1)
+                bar.set_postfix(frames=frames, fps=f"{frames / (time.perf_counter() - t0):.1f}")
+        if pending:
+            client.cancel(list(pending))
+        summary.interrupted = summary.interrupted and len(summary.records) < len(todo)
+    finally:
+        bar.close()
+        if cluster is not None:
+            client.close()
+            cluster.close()
+        elif not isinstance(scheduler, Client):
+            client.close()
