@@ -37,7 +37,6 @@ distributed = pytest.importorskip(
     "distributed", reason="pyclnf batch's Dask tests need the batch extra: pip install '.[batch]'")
 
 from pyclnf.batch.job import COMPLETE  # noqa: E402
-from pyclnf.cli import main  # noqa: E402
 
 from test_cli import _data, _run  # noqa: E402
 

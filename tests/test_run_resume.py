@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
-import pytest
 
 from pyclnf.batch.job import FileOptions
 from pyclnf.clnf import CLNF

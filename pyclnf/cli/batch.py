@@ -10,6 +10,7 @@ library error; 2 usage error (or Dask missing for more than one worker);
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -79,10 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         workers = args.workers
         scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
         if workers != 1 or scheduler:
-            try:
-                import distributed
-                del distributed
-            except ImportError:
+            if importlib.util.find_spec("distributed") is None:
                 if workers is not None or scheduler:
                     print(f"pyclnf batch: more than one worker or a scheduler needs dask.distributed: "
                           f"{INSTALL_HINT}; --workers 1 runs without it", file=sys.stderr)
@@ -97,7 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"pyclnf batch: {exc}", file=sys.stderr)
         return 1
     for rec in summary.records:
-        if rec["status"] != "ok" and not args.no_progress:
+        if rec["status"] != "ok":
             print(f"pyclnf batch: {rec['input']}: {rec['status'].replace('_', ' ')}"
                   + (f": {rec['error']}" if rec.get("error") else ""), file=sys.stderr)
     print(summary.line())
