@@ -16,6 +16,8 @@ here, seed 0) -- and each precision of the torch backend (fp32, tf32, bf16):
 * the share of the batch's time per step: warping, patch responses (main
   model on the device; part models on the CPU), mean shift / RLMS,
   validator, and the rest (Python);
+* the same with the part models (eyes) on the torch backend as well (CLNF
+  runs them with Numba on the CPU), fp32, the two largest batches;
 * with torch.profiler: CUDA kernels launched per batch (batch 1 and 64:
   a per-sample loop shows as kernels growing with the batch) and per
   patch-response call.
@@ -140,6 +142,25 @@ def _defines_jit(mod) -> bool:
     from numba.core.registry import CPUDispatcher
     return any(isinstance(v, CPUDispatcher) and getattr(v, "__module__", None) == mod.__name__
                for v in vars(mod).values())
+
+
+def with_parts_on(det, TorchBackend, dev):
+    """A copy of ``det`` whose part models (eyes) also run on the torch backend.
+
+    ``CLNF`` evaluates the part models with the Numba backend on the CPU; in a
+    batch they are a host step like any other.  Same PDMs, experts and
+    validator: only the parts' backends change.
+    """
+    import copy
+    from dataclasses import replace
+    from pyclnf.fitting.landmark_model import LandmarkModel
+    m = det.model
+    parts = [replace(p, model=LandmarkModel(p.model.pdm, p.model.experts,
+                                            TorchBackend(device=dev).bind(p.model.experts),
+                                            p.model.parts, p.model.validator)) for p in m.parts]
+    out = copy.copy(det)
+    out.model = LandmarkModel(m.pdm, m.experts, m.backend, parts, m.validator)
+    return out
 
 
 class StepTimers:
@@ -458,6 +479,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu-faces", type=int, default=None, help="faces fitted on the CPU path (default 16)")
     ap.add_argument("--budget", type=float, default=None, help="seconds before remaining runs are skipped")
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
+    ap.add_argument("--no-parts-on-device", dest="parts_on_device", action="store_false",
+                    help="skip the variant with the part models (eyes) on the torch backend too")
     ap.add_argument("--responses-only", action="store_true",
                     help="time the patch experts alone (automatic when Numba cannot run the fits)")
     args = ap.parse_args(argv)
@@ -599,6 +622,34 @@ def main(argv=None) -> int:
                      f"vs CPU on {n} faces: mean {d.mean():.4f} px, max {d.max():.3f} px; "
                      f"{row['response_calls']} response calls (largest k {row['largest_call_k']})")
                 _say(f"        time: {share_txt}")
+        # --- the part models on the device too (fp32, the largest batches) --------------
+        if args.parts_on_device and det.model.parts:
+            det.backend.precision = "fp32"
+            dp = with_parts_on(det, TorchBackend, dev)
+            fit_many(dp, faces[:2])
+            for b in [x for x in batches if x > 1][-2:]:
+                expected = 1.5 * b * per_face.get(cfg, 0.0)
+                if time.perf_counter() + expected > deadline:
+                    report["skipped"].append(f"{cfg} parts-on-device batch {b} (time budget)")
+                    continue
+                batch = [faces[i % len(faces)] for i in range(b)]
+                with StepTimers(dp, sync) as timers:
+                    t = time.perf_counter()
+                    lms = fit_many(dp, batch)
+                    sec = time.perf_counter() - t
+                shares = {k: v / sec for k, v in timers.seconds.items()}
+                shares["python-other"] = max(0.0, 1.0 - sum(shares.values()))
+                n = min(cpu_faces, b)
+                d = np.linalg.norm(lms[:n] - ref[:n], axis=2)
+                report["runs"].append({"config": cfg, "backend": f"torch-{dev.type}", "precision": "fp32",
+                                       "parts": "device", "batch": b, "seconds": sec, "fits_per_s": b / sec,
+                                       "diff_mean_px": float(d.mean()), "diff_max_px": float(d.max()),
+                                       "shares": shares})
+                share_txt = " ".join(f"{k} {v * 100:.0f}%" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]))
+                _say(f"  fp32 + part models on {dev.type}, batch {b:>5}: {b / sec:8.1f} fits/s; vs CPU: mean "
+                     f"{d.mean():.4f} px, max {d.max():.3f} px")
+                _say(f"        time: {share_txt}")
+            del dp
         # --- kernel launches (fp32) ------------------------------------------------------
         if cfg == kernel_cfg and time.perf_counter() < deadline:
             det.backend.precision = "fp32"

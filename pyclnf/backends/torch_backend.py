@@ -102,7 +102,7 @@ class _ViewPack:
     net_of_pos: np.ndarray    #: (n_plan,) index into ``nets``
     local_of_pos: np.ndarray  #: (n_plan,) expert index inside its net
     flip_of_pos: np.ndarray   #: (n_plan,) bool, CEN mirrored experts
-    sigma: Optional[object] = None   #: CCNF: (n_plan, w*w, w*w) tensor (transposed), per window
+    sigma: Optional[object] = None   #: CCNF: (n_plan, w*w, w*w) CRF covariances, transposed
 
 
 @dataclass
@@ -192,19 +192,21 @@ class TorchBackend(PatchExpertBackend):
     # --- set-up -------------------------------------------------------------
     def _on_bind(self) -> None:
         self._packs: Dict[tuple, _ViewPack] = {}
-        self._sigmas: Dict[tuple, object] = {}
         self._groupings: "OrderedDict[tuple, List[_Group]]" = OrderedDict()
         self._tables: Dict[tuple, tuple] = {}
 
     def prepare(self) -> None:
-        """Upload the experts of every (scale, view) and run each scale once
-        (kernel selection, allocator warm-up; excluded from timings)."""
+        """Upload the CEN experts of every (scale, view) and run each scale
+        once (kernel selection, allocator warm-up; excluded from timings).
+        CCNF experts are uploaded per (scale, view, window) on first use, with
+        that window's CRF covariances."""
         ex = self.experts
         if ex is None:
             raise RuntimeError("TorchBackend has no patch experts: call load_models() or bind() first")
         for s in range(ex.n_scales):
-            for v in range(ex.n_views(s)):
-                self._pack(s, v)
+            if ex.kind == "cen":
+                for v in range(ex.n_views(s)):
+                    self._pack(s, v, 11)
             plan = ex.plan(s, 0)
             if plan.landmarks.size:
                 self.responses(np.zeros((plan.landmarks.size, 11 + SUPPORT - 1, 11 + SUPPORT - 1), np.float32),
@@ -226,8 +228,9 @@ class TorchBackend(PatchExpertBackend):
                     tuple(int(a) for a in acts), np.asarray(slots, np.int64),
                     max(int(w.shape[2]) for w in ws))
 
-    def _pack(self, scale: int, view: int) -> _ViewPack:
-        key = (scale, view)
+    def _pack(self, scale: int, view: int, w: int) -> _ViewPack:
+        """The device arrays of one (scale, view) -- and window, for CCNF."""
+        key = (scale, view) if self.experts.kind == "cen" else (scale, view, w)
         pack = self._packs.get(key)
         if pack is not None:
             return pack
@@ -248,8 +251,10 @@ class TorchBackend(PatchExpertBackend):
             flip = plan.flip.copy()
         else:
             # CCNF: neurons = a sigmoid layer, their weighted sum (2*alpha) a linear one
-            p = packer._ccnf_pack(plan, all_pos, 11) if n else None
+            p = packer._ccnf_pack(plan, all_pos, w) if n else None
+            sigma_t = None
             if n:
+                sigma_t = self._to_device(np.ascontiguousarray(p.sigma.transpose(0, 2, 1)), self._torch.float32)
                 w2 = p.alpha2.astype(np.float32)[:, :, None]
                 nets.append(self._net([p.weights_t, w2],
                                       [np.zeros((n, 1, p.weights_t.shape[2]), np.float32),
@@ -257,26 +262,12 @@ class TorchBackend(PatchExpertBackend):
                                       (SIGMOID, LINEAR), all_pos[:, None]))
                 local_of_pos = all_pos.copy()
             flip = np.zeros(n, bool)
-        pack = _ViewPack(nets, net_of_pos, local_of_pos, flip)
+        pack = _ViewPack(nets, net_of_pos, local_of_pos, flip, sigma_t if self.experts.kind == "ccnf" else None)
         self._packs[key] = pack
         return pack
 
-    def _ccnf_sigma(self, scale: int, view: int, w: int):
-        """(n_plan, w*w, w*w) transposed CRF covariances on the device (fp32)."""
-        key = (scale, view, w)
-        sig = self._sigmas.get(key)
-        if sig is None:
-            from ..patch_experts import ccnf_sigma
-            sc = self.experts.scales[scale]
-            comps = sc.sigma_components[sc.window_sizes.index(w)] if w in sc.window_sizes else []
-            plan = self.experts.plan(scale, view)
-            mats = [ccnf_sigma(sc.experts[view][int(lm)], comps, w).T for lm in plan.landmarks]
-            sig = self._to_device(np.stack(mats).astype(np.float32))
-            self._sigmas[key] = sig
-        return sig
-
     # --- request grouping -------------------------------------------------------
-    def _grouping(self, scale: int, view: int, plan_pos: np.ndarray) -> List[_Group]:
+    def _grouping(self, scale: int, view: int, w: int, plan_pos: np.ndarray) -> List[_Group]:
         """Items of a request by evaluating expert: per net, a table (E, c) of
         item indices (``k`` pads experts with fewer than c items)."""
         key = (scale, view, plan_pos.size, hash(plan_pos.tobytes()))
@@ -285,7 +276,7 @@ class TorchBackend(PatchExpertBackend):
             self._groupings.move_to_end(key)
             return groups
         torch = self._torch
-        pack = self._pack(scale, view)
+        pack = self._pack(scale, view, w)     # (the nets' order is the same for every window)
         k = plan_pos.size
         nets = pack.net_of_pos[plan_pos]
         local = pack.local_of_pos[plan_pos]
@@ -416,8 +407,8 @@ class TorchBackend(PatchExpertBackend):
         torch = self._torch
         k, A = areas.shape[0], areas.shape[1]
         w = A - SUPPORT + 1
-        pack = self._pack(scale, view)
-        groups = self._grouping(scale, view, plan_pos)
+        pack = self._pack(scale, view, w)
+        groups = self._grouping(scale, view, w, plan_pos)
         cen = self.experts.kind == "cen"
         xs, ys, interp = self._positions(w, cen)
         with torch.no_grad(), self._matmul_precision():
@@ -436,8 +427,7 @@ class TorchBackend(PatchExpertBackend):
                 if flip is not None:
                     dense = torch.where(flip[:k], dense.flip(2), dense)
             else:
-                sig = self._ccnf_sigma(scale, view, w)
-                dense = self._ccnf_crf(values, groups, sig, k, w)
+                dense = self._ccnf_crf(values, groups, pack.sigma, k, w)
             return dense.cpu().numpy()
 
     def _ccnf_crf(self, values, groups: List[_Group], sigma_t, k: int, w: int):
