@@ -247,8 +247,10 @@ def test_missing_files(mtcnn_copy, tmp_path):
     with pytest.raises(ModelNotFoundError):
         MTCNNDetector.from_model_dir(tmp_path / "nowhere")
     (mtcnn_copy / "RNet.dat").unlink()
-    with pytest.raises(ModelNotFoundError):
+    # a file the list names but that is missing: the list's line is named
+    with pytest.raises(ModelFormatError, match="RNet.dat") as info:
         MTCNNDetector.from_file(mtcnn_copy / "MTCNN_detector.txt")
+    assert info.value.unit == "line" and info.value.offset == 2
 
 
 def test_detector_file_without_onet_line(mtcnn_copy):

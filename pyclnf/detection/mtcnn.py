@@ -62,7 +62,7 @@ from typing import Tuple, Union
 
 import numpy as np
 
-from ..errors import ModelFormatError, ModelNotFoundError
+from ..errors import ModelFormatError
 from ._cnn import Network, read_network_file, single_threaded_blas
 
 __all__ = [
@@ -328,20 +328,18 @@ class MTCNNDetector:
         Raises
         ------
         ModelNotFoundError
-            If the text file or a network file is missing.
+            If the text file is missing.
         ModelFormatError
-            If a network is not named or a file is corrupt.
+            If a network is not named, names a file that is missing or outside
+            the text file's folder, or a file is corrupt.
         """
+        from ..models.descriptor import descriptor_lines, locate_model_file
+
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError as exc:
-            raise ModelNotFoundError(f"MTCNN model file not found: {path}") from exc
         files = {}
-        for lineno, line in enumerate(text.splitlines(), 1):
-            parts = line.strip().split()
+        for lineno, parts in descriptor_lines(path):
             if len(parts) >= 2 and parts[0] in ("PNet", "RNet", "ONet"):
-                files[parts[0]] = (path.parent / parts[1], lineno)
+                files[parts[0]] = (locate_model_file(path, lineno, path.parent, parts[1]), lineno)
         for name in ("PNet", "RNet", "ONet"):
             if name not in files:
                 raise ModelFormatError(path, None, f"a line '{name} <file>'", unit="line")

@@ -10,8 +10,9 @@ and the text readers all read through it.
 Every read is checked against the bytes that remain, so a truncated or
 corrupt file raises :class:`~pyclnf.errors.ModelFormatError` naming the file,
 the byte offset and what was expected; no allocation is sized from an
-unchecked count; floating-point values must be finite (OpenFace's files hold
-no NaN or infinity, and one would only surface later as a failed fit). Files
+unchecked count; floating-point values must be finite and within float32's
+range (OpenFace's files hold no NaN or infinity, and one would only surface
+later as a failed fit). Files
 are opened through :func:`read_model_bytes`: a regular file (not a device or
 FIFO) of bounded size.
 """
@@ -59,6 +60,9 @@ FLOAT_TYPES = (5, 6)
 INT_TYPES = (0, 1, 2, 3, 4)
 ALL_TYPES = INT_TYPES + FLOAT_TYPES
 
+#: Largest magnitude of a floating-point value read: PyCLNF computes in float32, as
+#: OpenFace does, so a float64 beyond it would become infinite there.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Largest count or matrix dimension accepted from a file (guards absurd headers).
 MAX_DIM = 1 << 20
 #: Largest binary model file read (OpenFace's largest, a CEN file, is 154 MB).
@@ -96,8 +100,9 @@ def read_model_bytes(path, max_bytes: int = MAX_BINARY_BYTES) -> bytes:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError as exc:
         raise ModelNotFoundError(f"model file not found: {path}") from exc
-    except OSError as exc:
-        raise ModelFormatError(path, None, "a readable file", found=exc.strerror or str(exc)) from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL character in the path
+        raise ModelFormatError(path, None, "a readable file",
+                               found=getattr(exc, "strerror", None) or str(exc)) from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -111,8 +116,8 @@ def read_model_bytes(path, max_bytes: int = MAX_BINARY_BYTES) -> bytes:
         os.close(fd)
         raise
     with os.fdopen(fd, "rb") as fh:
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:  # grew while being read
+        data = fh.read(st.st_size + 1)  # sized from the file, never from the bound
+    if len(data) > st.st_size:  # grew while being read
         raise ModelFormatError(path, None, f"a model file of at most {max_bytes} bytes",
                                found="more")
     return data
@@ -181,8 +186,8 @@ class BinaryReader:
         return value
 
     def _finite(self, value: float, what: str, start: int) -> float:
-        if not np.isfinite(value):
-            raise self.error(f"a finite {what}", repr(value), offset=start)
+        if not abs(value) <= FLOAT32_MAX:  # also False for NaN
+            raise self.error(f"a finite {what} within float32's range", repr(value), offset=start)
         return value
 
     def float32(self, what: str = "a float32") -> float:
@@ -205,11 +210,13 @@ class BinaryReader:
 
     def _check_finite(self, arr: np.ndarray, start: int, what: str) -> None:
         if arr.dtype.kind == "f":
-            bad = ~np.isfinite(arr.reshape(-1))
+            flat = arr.reshape(-1)
+            with np.errstate(invalid="ignore"):
+                bad = ~(np.abs(flat) <= FLOAT32_MAX)  # NaN compares False
             if bad.any():
                 i = int(np.argmax(bad))
-                raise self.error(f"finite values in {what}", repr(float(arr.reshape(-1)[i])),
-                                 offset=start + i * arr.dtype.itemsize)
+                raise self.error(f"finite values within float32's range in {what}",
+                                 repr(float(flat[i])), offset=start + i * arr.dtype.itemsize)
 
     def count(self, what: str, minimum: int = 0, maximum: int = MAX_DIM,
               item_bytes: int = 0) -> int:

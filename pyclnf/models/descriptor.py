@@ -72,7 +72,8 @@ class MainDescriptor:
     face_det_conversion: Optional[Path] = None
 
 
-def _lines(path: Path):
+def descriptor_lines(path):
+    """``(line number, words)`` of the non-blank lines of a descriptor (bounded read)."""
     text = read_model_bytes(path, MAX_DESCRIPTOR_BYTES).decode("latin-1")
     for number, line in enumerate(text.splitlines(), start=1):
         words = line.split()
@@ -84,9 +85,30 @@ def _error(path, line, expected, found=None) -> ModelFormatError:
     return ModelFormatError(path, line, expected, found=found, unit="line")
 
 
-def _locate(descriptor: Path, line: int, root: Path, relative: str) -> Path:
+def locate_model_file(descriptor: Path, line: int, root: Path, relative: str) -> Path:
     """The file ``relative`` (relative to the descriptor's folder) names,
     checked to lie inside ``root``.
+
+    Parameters
+    ----------
+    descriptor : pathlib.Path
+        The descriptor naming the file (for the path and error messages).
+    line : int
+        Its line naming the file.
+    root : pathlib.Path
+        The model folder.
+    relative : str
+        The path as written.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    ModelFormatError
+        Naming the descriptor and line if the path is absolute, leaves
+        ``root``, or names something that is not an existing regular file.
 
     The check is on the path as written (no absolute paths, no ``..`` that
     leaves ``root``), then the file must exist and be a regular file (symbolic
@@ -104,9 +126,9 @@ def _locate(descriptor: Path, line: int, root: Path, relative: str) -> Path:
                      repr(relative)) from None
     try:
         st = location.stat()
-    except OSError as exc:
-        raise _error(descriptor, line, f"an existing file {relative}",
-                     f"{exc.strerror or exc} ({location})") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL character in the path
+        raise _error(descriptor, line, f"an existing file {relative!r}",
+                     f"{getattr(exc, 'strerror', None) or exc} ({location!r})") from None
     if not stat.S_ISREG(st.st_mode):
         raise _error(descriptor, line, f"a regular file {relative}",
                      f"a folder or device ({location})")
@@ -133,7 +155,7 @@ def read_model_descriptor(path, root=None) -> ModelDescriptor:
     path = Path(path)
     root = path.parent if root is None else Path(root)
     found = {}  # module -> list of (line, relative path)
-    for number, words in _lines(path):
+    for number, words in descriptor_lines(path):
         if len(words) < 2:
             raise _error(path, number, "'<module> <relative path>'", " ".join(words))
         module = words[0]
@@ -149,7 +171,7 @@ def read_model_descriptor(path, root=None) -> ModelDescriptor:
     if "PatchesCCNF" in found and "PatchesCEN" in found:
         raise ModelFormatError(path, None, "one kind of patch expert", found="both CCNF and CEN",
                                unit="line")
-    files = {m: [_locate(path, n, root, rel) for n, rel in entries]
+    files = {m: [locate_model_file(path, n, root, rel) for n, rel in entries]
              for m, entries in found.items()}
 
     def last(module):
@@ -181,7 +203,7 @@ def read_main_descriptor(path, root=None) -> MainDescriptor:
     root = path.parent if root is None else Path(root)
     detector_line = None
     parts, validator, conversion = [], None, None
-    for number, words in _lines(path):
+    for number, words in descriptor_lines(path):
         module = words[0]
         if len(words) < 2:
             raise _error(path, number, "'<module> <relative path>'", " ".join(words))
@@ -198,17 +220,17 @@ def read_main_descriptor(path, root=None) -> MainDescriptor:
                 if not (p.isascii() and p.isdigit()) or int(p) > MAX_DIM:
                     raise _error(path, number, f"mapping indices in [0, {MAX_DIM}]", repr(p))
                 idx.append(int(p))
-            location = _locate(path, number, root, words[1])
+            location = locate_model_file(path, number, root, words[1])
             parts.append(PartDescriptor(words[2], location, list(zip(idx[0::2], idx[1::2])),
                                         path, number))
         elif module == "DetectionValidator":
-            validator = _locate(path, number, root, words[1])
+            validator = locate_model_file(path, number, root, words[1])
         elif module == "FaceDetConversion":
-            conversion = _locate(path, number, root, words[1])
+            conversion = locate_model_file(path, number, root, words[1])
     if detector_line is None:
         raise ModelFormatError(path, None, "a 'LandmarkDetector <path>' line", unit="line")
     number, rel = detector_line
-    location = _locate(path, number, root, rel)
+    location = locate_model_file(path, number, root, rel)
     detector = read_model_descriptor(location, root)
     return MainDescriptor(path, detector, parts, validator, conversion)
 
@@ -278,7 +300,7 @@ def read_early_termination(path, n_views: int) -> Tuple[np.ndarray, np.ndarray, 
     """
     path = Path(path)
     tokens = []  # (line, text)
-    for number, words in _lines(path):
+    for number, words in descriptor_lines(path):
         tokens += [(number, w) for w in words]
     if len(tokens) < 3 * n_views:
         raise ModelFormatError(path, tokens[-1][0] if tokens else 1,

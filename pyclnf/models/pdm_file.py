@@ -11,10 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._binary import FLOAT32_MAX
 from ._text import TextMatrixReader
-
-#: PDM arrays are kept in float32, so values must fit in it.
-_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -46,13 +44,13 @@ def read_pdm(path) -> PDMData:
         are not finite or beyond float32's range, non-positive eigenvalues.
     """
     r = TextMatrixReader(path)
-    mean = r.read_mat("mean shape", _F32_MAX)
+    mean = r.read_mat("mean shape", FLOAT32_MAX)
     if mean.shape[1] != 1 or mean.shape[0] % 3 or mean.shape[0] == 0:
         raise r.error("a mean shape of shape (3n, 1)", found=f"shape {mean.shape}")
-    pc = r.read_mat("principal components", _F32_MAX)
+    pc = r.read_mat("principal components", FLOAT32_MAX)
     if pc.shape[0] != mean.shape[0]:
         raise r.error(f"principal components with {mean.shape[0]} rows", found=f"shape {pc.shape}")
-    ev = r.read_mat("eigenvalues", _F32_MAX)
+    ev = r.read_mat("eigenvalues", FLOAT32_MAX)
     if ev.size != pc.shape[1]:
         raise r.error(f"{pc.shape[1]} eigenvalues", found=f"{ev.size}")
     ev = ev.reshape(-1)
