@@ -51,7 +51,7 @@ def test_dispatches_registered_subcommand(monkeypatch):
     fake = types.ModuleType("pyclnf_test_fake_cmd")
     fake.main = lambda argv: seen.append(argv) or 7
     monkeypatch.setitem(sys.modules, "pyclnf_test_fake_cmd", fake)
-    monkeypatch.setitem(cli.SUBCOMMANDS, "fake", "pyclnf_test_fake_cmd")
+    monkeypatch.setitem(cli.SUBCOMMANDS, "fake", ("pyclnf_test_fake_cmd", "a test command"))
     assert main(["fake", "a", "--b"]) == 7
     assert seen == [["a", "--b"]]
 
@@ -61,21 +61,21 @@ def test_other_arguments_go_to_the_run_command(monkeypatch):
     fake = types.ModuleType("pyclnf_test_fake_run")
     fake.main = lambda argv: seen.append(argv) or 0
     monkeypatch.setitem(sys.modules, "pyclnf_test_fake_run", fake)
-    monkeypatch.setattr(cli, "RUN_MODULE", "pyclnf_test_fake_run")
+    monkeypatch.setitem(cli.SUBCOMMANDS, "run", ("pyclnf_test_fake_run", "a test command"))
     assert main(["image.jpg", "-o", "out"]) == 0
     assert seen == [["image.jpg", "-o", "out"]]
 
 
 def test_missing_run_command_is_one_line_and_exit_2(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "RUN_MODULE", "pyclnf.cli._no_such_module_for_tests")
+    monkeypatch.setitem(cli.SUBCOMMANDS, "run", ("pyclnf.cli._no_such_module_for_tests", "x"))
     assert main(["image.jpg"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
-    assert "models" in err
+    assert "'run'" in err
 
 
 def test_models_is_registered():
-    assert cli.SUBCOMMANDS["models"] == "pyclnf.cli.models"
+    assert cli.SUBCOMMANDS["models"][0] == "pyclnf.cli.models"
 
 
 # -- where -----------------------------------------------------------------------------------
