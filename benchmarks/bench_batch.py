@@ -4,8 +4,8 @@ per-task overhead of the Dask cluster.
     python benchmarks/bench_batch.py                    # 8 clips x 30 frames, 1 and 2 workers
     python benchmarks/bench_batch.py --clips 12 --frames 60 --workers 1 2 4
 
-Each configuration runs on a fresh ``LocalCluster`` (127.0.0.1, processes,
-one thread per worker).  The workers are warmed up first (models loaded, the
+Each configuration runs on a fresh embedded cluster (``LocalCluster`` on
+127.0.0.1, processes, one thread and one Numba thread per worker).  The workers are warmed up first (models loaded, the
 Numba kernels compiled or read from cache, one 2-frame clip tracked), so the
 figures are the steady state of a long batch.  Printed per configuration:
 
@@ -67,10 +67,10 @@ def _warm(clip: str, options) -> float:
 
 
 def run(workers: int, clips: list, warm_clip: str, options, tmp: Path) -> dict:
-    from distributed import Client, LocalCluster
+    from distributed import Client
     from pyclnf.batch import process
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0", silence_logs=40) as cluster, Client(cluster) as client:
+    from pyclnf.batch._dask import local_cluster
+    with local_cluster(workers) as cluster, Client(cluster) as client:
         t0 = time.perf_counter()
         warm = client.run(_warm, warm_clip, options)
         t_warm = time.perf_counter() - t0
@@ -85,12 +85,31 @@ def run(workers: int, clips: list, warm_clip: str, options, tmp: Path) -> dict:
             "warm": t_warm, "warm_max": max(warm.values())}
 
 
+def run_here(clips: list, warm_clip: str, options, tmp: Path) -> dict:
+    """``--workers 1``: this process, the patch responses split over Numba's threads."""
+    import numba
+    from pyclnf.batch import process
+    t0 = time.perf_counter()
+    _warm(warm_clip, options)
+    t_warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    summary = process(clips, tmp / "out_here", options, workers=1, resume=False, progress=False)
+    wall = time.perf_counter() - t0
+    assert summary.exit_code == 0, summary.line()
+    fit = sum(r["seconds"] for r in summary.records)
+    return {"label": f"1 here ({numba.get_num_threads()} thr)", "workers": 1, "frames": summary.frames,
+            "wall": wall, "fit": fit, "fps": summary.frames / wall, "overhead": (wall - fit) / len(clips),
+            "warm": t_warm}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--model", default="ceclm", choices=["ceclm", "clnf"])
+    ap.add_argument("--here", action="store_true",
+                    help="also time --workers 1 in this process (Numba's threads over one file)")
     args = ap.parse_args(argv)
     from pyclnf.batch import FileOptions
     options = FileOptions(model=args.model, model_dir=str(MODEL_DIR))
@@ -103,13 +122,16 @@ def main(argv=None) -> int:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"{len(clips)} clips x {args.frames} frames, {args.model}, {os.cpu_count()} cores, "
               f"load average {load:.1f} at start")
-        print(f"{'workers':>7}{'frames':>8}{'wall s':>9}{'frames/s':>10}{'fit s':>9}{'overhead s/file':>17}"
+        print(f"{'workers':>16}{'frames':>8}{'wall s':>9}{'frames/s':>10}{'fit s':>9}{'overhead s/file':>17}"
               f"{'speed-up':>10}{'warm-up s':>11}")
         base = None
-        for w in args.workers:
-            r = run(w, clips, warm_clip, options, tmp)
+        rows = [run(w, clips, warm_clip, options, tmp) for w in args.workers]
+        if args.here:
+            rows.append(run_here(clips, warm_clip, options, tmp))
+        for r in rows:
             base = base or r["fps"]
-            print(f"{w:>7}{r['frames']:>8}{r['wall']:>9.1f}{r['fps']:>10.2f}{r['fit']:>9.1f}"
+            print(f"{str(r.get('label', r['workers'])):>16}{r['frames']:>8}{r['wall']:>9.1f}{r['fps']:>10.2f}"
+                  f"{r['fit']:>9.1f}"
                   f"{r['overhead']:>17.3f}{r['fps'] / base:>9.2f}x{r['warm']:>11.1f}")
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(f"load average {load:.1f} at the end (other processes share these cores: "

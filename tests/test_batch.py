@@ -96,8 +96,12 @@ def dataset(shared_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address="127.0.0.1:0", silence_logs=40) as c, distributed.Client(c) as client:
+    """A real ``distributed.LocalCluster`` (127.0.0.1, processes, 2 workers of
+    1 thread), configured as the embedded one."""
+    from pyclnf.batch._dask import local_cluster
+    with local_cluster(2) as c, distributed.Client(c) as client:
+        assert isinstance(c, distributed.LocalCluster) and len(c.workers) == 2
+        assert set(client.nthreads().values()) == {1}
         yield c, client
 
 

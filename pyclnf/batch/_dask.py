@@ -13,7 +13,13 @@ from distributed import Client, Event, LocalCluster, WorkerPlugin, wait
 
 from .driver import progress_bar, run_task
 
-__all__ = ["IgnoreSigint", "run_dask", "GRACE_S"]
+__all__ = ["IgnoreSigint", "local_cluster", "run_dask", "GRACE_S", "WORKER_ENV"]
+
+#: Environment of the embedded cluster's workers: one core each, so the patch
+#: experts' responses are not split over threads (``NUMBA_NUM_THREADS``) and
+#: BLAS/OpenMP stay single-threaded (Dask's defaults for the latter).
+WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              "MKL_NUM_THREADS": "1"}
 
 #: Seconds the driver waits, once stopped, for running tasks to finish their frame.
 GRACE_S = 15.0
@@ -31,6 +37,14 @@ class IgnoreSigint(WorkerPlugin):
             pass
 
 
+def local_cluster(n_workers: int) -> LocalCluster:
+    """The embedded cluster: ``n_workers`` single-threaded worker processes
+    on 127.0.0.1 (environment :data:`WORKER_ENV`), quiet logs, the HTTP
+    server on a free port."""
+    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, env=dict(WORKER_ENV))
+
+
 def run_dask(todo, out_dir, options, record, halt, progress, summary, scheduler, n) -> None:
     """Dask: the embedded local cluster (``n`` single-threaded worker
     processes) or an existing one (``scheduler``)."""
@@ -40,8 +54,7 @@ def run_dask(todo, out_dir, options, record, halt, progress, summary, scheduler,
     elif scheduler:
         client = Client(scheduler)
     else:
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+        cluster = local_cluster(n)
         client = Client(cluster)
         client.register_plugin(IgnoreSigint(), name="pyclnf-ignore-sigint")
     batch_id = uuid.uuid4().hex[:12]
