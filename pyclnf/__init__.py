@@ -2,7 +2,7 @@
 
 >>> from pyclnf import CLNF                       # doctest: +SKIP
 >>> det = CLNF()                                   # models from $PYCLNF_MODEL_DIR  # doctest: +SKIP
->>> landmarks, info = det.detect_and_fit(image)    # (68, 2) pixels  # doctest: +SKIP
+>>> (landmarks, info), *others = det.detect_and_fit(image)    # (68, 2) pixels  # doctest: +SKIP
 
 Conventions: landmarks are (68, 2) arrays of ``(x, y)`` in 0-based pixels,
 boxes ``(x, y, width, height)`` in pixels, angles in radians, translations

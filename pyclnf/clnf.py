@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import warnings
 from typing import Optional, Union
 
 import numpy as np
@@ -58,9 +59,17 @@ class CLNF:
         name (``"numba"``, ``"numpy"``, ``"onnx"``, ``"coreml"``) or an
         unbound backend object.
     settings : {"default", "wild"} or FitSettings
-        OpenFace's image/video defaults or its ``-wild`` settings.
+        OpenFace's image/video defaults or its ``-wild`` settings; a
+        FitSettings is scaled for the model as OpenFace does
+        (:meth:`FitSettings.for_model`), so ``FitSettings.wild()`` and
+        ``"wild"`` are the same.
     validate : bool
         Load and run OpenFace's detection validator (``info["confidence"]``).
+    use_hardware_acceleration : bool, optional
+        The accelerated-backends API: False means the reference Numba
+        backend, True (or None) leaves the choice to ``backend``.
+    force_backend : str, optional
+        A backend name (``"onnx"``, ``"coreml"``...), used instead of ``backend``.
 
     Examples
     --------
@@ -70,15 +79,16 @@ class CLNF:
 
     def __init__(self, model_dir=None, model: str = "ceclm",
                  backend: Union[str, PatchExpertBackend] = "auto",
-                 settings: Union[str, FitSettings] = "default", validate: bool = True):
+                 settings: Union[str, FitSettings] = "default", validate: bool = True,
+                 use_hardware_acceleration: Optional[bool] = None, force_backend: Optional[str] = None):
         if model not in MAIN_DESCRIPTORS:
             raise ValueError(f"model must be one of {sorted(MAIN_DESCRIPTORS)}, got {model!r}")
         self.model_name = model
+        if settings is None or isinstance(settings, str):
+            settings = settings_for(model, settings or "default")
+        self.settings = self._settings(settings)
+        backend = self._seed_backend(backend, use_hardware_acceleration, force_backend)
         self.model_dir = find_model_dir(model_dir, required=(MAIN_DESCRIPTORS[model],))
-        if isinstance(settings, FitSettings):
-            self.settings = settings
-        else:
-            self.settings = settings_for(model, settings)
         self.backend_name, make_backend = self._resolve_backend(backend)
         self.model: LandmarkModel = build_landmark_model(
             self.model_dir / MAIN_DESCRIPTORS[model], make_backend, load_validator=validate,
@@ -86,6 +96,30 @@ class CLNF:
         self._detector = None
         self._detector_lock = threading.Lock()
         self._warm = False
+
+    def _settings(self, settings) -> FitSettings:
+        """``settings`` (default: the detector's) as used with this model."""
+        if settings is None:
+            return self.settings
+        if not isinstance(settings, FitSettings):
+            raise TypeError(f"settings must be a FitSettings (or, for CLNF(), 'default'/'wild'), "
+                            f"got {type(settings).__name__}")
+        return settings.for_model(self.model_name)
+
+    @staticmethod
+    def _seed_backend(backend, use_hardware_acceleration, force_backend):
+        """The backend named by the accelerated-backends API's arguments."""
+        if force_backend is not None:
+            if use_hardware_acceleration is False:
+                raise ValueError("force_backend and use_hardware_acceleration=False contradict each other")
+            if backend not in ("auto", force_backend):
+                raise ValueError(f"backend={backend!r} and force_backend={force_backend!r} contradict each other")
+            return force_backend
+        if use_hardware_acceleration is False:
+            if backend not in ("auto", "numba"):
+                raise ValueError(f"backend={backend!r} and use_hardware_acceleration=False contradict each other")
+            return "numba"
+        return backend
 
     @staticmethod
     def _resolve_backend(backend):
@@ -125,7 +159,13 @@ class CLNF:
         image : (H, W), (H, W, 3) BGR or (H, W, 4) BGRA ndarray
             uint8, uint16, or float in [0, 1].
         bbox : (x, y, width, height)
-            Face box in pixels; OpenFace fits the mean shape's extent into it.
+            Box in pixels that the 68 landmarks should span (OpenFace fits the
+            mean shape's extent into it): from the jaw line up to the
+            eyebrows, as :meth:`detect_faces` returns them.  A face
+            detector's box around the whole face (dlib, RetinaFace,
+            MediaPipe) starts the fit too high and too large: convert it
+            with :func:`pyclnf.detection.boxes.face_box_to_fit_box` (OpenFace's
+            correction of its own MTCNN boxes).
         settings : FitSettings, optional
             Overrides the detector's settings for this call.
         camera : Camera, optional
@@ -152,7 +192,7 @@ class CLNF:
         image = check_image(image)
         box = _check_box(bbox, image.shape)
         gray = to_gray_uint8(image)
-        s = self.settings if settings is None else settings
+        s = self._settings(settings)
         state = self.model.new_state(trace=trace)
         with single_threaded_blas():
             run_one(self.model.fit_box_steps(state, gray, box, s))
@@ -188,7 +228,7 @@ class CLNF:
             One per box, in order, as :meth:`fit` returns them.
         """
         grays, faces = self._batch_inputs(images, boxes)
-        s = self.settings if settings is None else settings
+        s = self._settings(settings)
         states = [self.model.new_state() for _ in faces]
         with single_threaded_blas():
             run_lockstep([self.model.fit_box_steps(st, grays[i], box, s) for st, (i, box) in zip(states, faces)])
@@ -239,36 +279,38 @@ class CLNF:
         from .image import to_bgr_uint8
         return self.face_detector.detect(to_bgr_uint8(check_image(image)))
 
-    def detect_and_fit(self, image, return_all_faces: bool = False, settings: Optional[FitSettings] = None,
-                       camera: Optional[Camera] = None):
-        """Detect faces with MTCNN and fit each.
+    def detect_and_fit(self, image, return_all_faces: Optional[bool] = None,
+                       settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):
+        """Detect faces with MTCNN and fit each (together, see :meth:`fit_batch`).
+
+        Parameters
+        ----------
+        image : ndarray
+            As for :meth:`fit`.
+        return_all_faces : bool, optional
+            Deprecated and ignored (a list is always returned; take ``[0]``
+            for the largest face).
+        settings, camera
+            As for :meth:`fit`.
 
         Returns
         -------
-        (landmarks, info) of the largest face, or -- with
-        ``return_all_faces`` -- a list of them for every face (empty list when
-        there is none).  ``info["bbox"]`` holds the detector's box.
-
-        Raises
-        ------
-        pyclnf.errors.NoFaceFoundError
-            No face found and ``return_all_faces`` is False.
+        list of (landmarks, info)
+            One per face found, the widest face first; empty when there is
+            none.  ``info["bbox"]`` holds the detector's box and
+            ``info["detection_score"]`` its score.
         """
-        from .errors import NoFaceFoundError
+        if return_all_faces is not None:
+            warnings.warn("detect_and_fit always returns a list (widest face first); "
+                          "return_all_faces is ignored and will be removed", DeprecationWarning, stacklevel=2)
         image = check_image(image)
         boxes, scores = self.detect_faces(image)
         order = np.argsort(-boxes[:, 2]) if len(boxes) else np.zeros(0, int)
-        if not return_all_faces:
-            if len(order) == 0:
-                raise NoFaceFoundError("no face found in the image")
-            order = order[:1]
-        results = []
-        for i in order:
-            lm, info = self.fit(image, tuple(boxes[i]), settings=settings, camera=camera)
+        results = self.fit_batch(image, [tuple(boxes[i]) for i in order], settings=settings, camera=camera)
+        for i, (_, info) in zip(order, results):
             info["bbox"] = tuple(float(v) for v in boxes[i])
             info["detection_score"] = float(scores[i])
-            results.append((lm, info))
-        return results if return_all_faces else results[0]
+        return results
 
     # --- tracking -------------------------------------------------------------
     def _detect_bgr(self, bgr):
@@ -307,7 +349,7 @@ class CLNF:
         image (``None`` in the iterable, wrong shape...), which is skipped.
         """
         from .tracking import FaceTracker
-        s = (self.settings if settings is None else settings).copy(multi_view=False)
+        s = self._settings(settings).copy(multi_view=False)
         tracker = FaceTracker(self.model, self._detect_bgr, s)
         for index, frame in enumerate(frames):
             prepared = self._frame_input(frame, index)
@@ -338,7 +380,7 @@ class CLNF:
         stream has ended.
         """
         from .tracking import FaceTracker
-        s = (self.settings if settings is None else settings).copy(multi_view=False)
+        s = self._settings(settings).copy(multi_view=False)
         iterators = [iter(f) for f in streams]
         trackers = [FaceTracker(self.model, self._detect_bgr, s) for _ in iterators]
         ended = object()
@@ -362,22 +404,28 @@ class CLNF:
         Yields
         ------
         list of (face_id, landmarks, info) per frame, for the faces tracked
-        in that frame (``face_id`` is the tracking slot, stable while tracked).
+        in that frame (``face_id`` is the tracking slot, stable while tracked;
+        ``info["frame"]`` the frame index).  A frame that is not a valid image
+        is reported as by :meth:`track`: one entry ``(None, None, info)``
+        whose ``info["error"]`` names the problem (``success`` False); the
+        trackers skip it.
         """
         from .tracking import MultiFaceTracker
-        s = self.settings if settings is None else settings
+        s = self._settings(settings)
         multi = MultiFaceTracker(self.model, self._detect_bgr, s, max_faces)
         for index, frame in enumerate(frames):
             prepared = self._frame_input(frame, index)
             if isinstance(prepared, dict):
-                yield []
+                yield [(None, None, prepared)]
                 continue
             gray, bgr = prepared
             faces = []
             with single_threaded_blas():
                 active = multi.step(gray, bgr)
             for k in active:
-                faces.append((k,) + self._result(gray.shape, camera, multi.trackers[k].fit_state))
+                lm, info = self._result(gray.shape, camera, multi.trackers[k].fit_state)
+                info["frame"] = index
+                faces.append((k, lm, info))
             yield faces
 
     def fit_video(self, path, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):

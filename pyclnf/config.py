@@ -4,14 +4,19 @@ Two presets mirror OpenFace's command lines: :meth:`FitSettings.default`
 (FaceLandmarkImg / FeatureExtraction without flags) and
 :meth:`FitSettings.wild` (their ``-wild`` flag).  For the CE-CLM model
 OpenFace scales sigma by 1.5 and the regularisation by 0.9 (it keys this on
-the descriptor's file name, ``main_ceclm_general``); :func:`settings_for`
-applies the same rule.
+the descriptor's file name, ``main_ceclm_general``).  Settings record whether
+that scaling is applied (:attr:`FitSettings.model`): :meth:`FitSettings.for_model`
+applies it once, and :class:`~pyclnf.CLNF` calls it on every settings object
+it is given, so ``CLNF(model="ceclm", settings=FitSettings.wild())`` and
+``settings="wild"`` are the same fit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import List, Tuple
+from typing import List, Optional, Tuple
+
+import numpy as np
 
 #: main descriptor file of each model name
 MAIN_DESCRIPTORS = {
@@ -65,6 +70,10 @@ class FitSettings:
         Validator certainty above which a fit counts as a success.
     reinit_video_every : int
         While tracking, re-detect every this many failed frames.
+    model : {None, "ceclm", "clnf"}
+        The model whose scaling of sigma and reg_factor the values already
+        include; None for OpenFace's command-line values (scaled by
+        :meth:`for_model` when used).
     """
 
     window_sizes: List[int] = field(default_factory=lambda: [11, 9, 7, 5])
@@ -79,6 +88,7 @@ class FitSettings:
     validate_detections: bool = True
     validation_boundary: float = 0.725
     reinit_video_every: int = 2
+    model: Optional[str] = None
 
     @classmethod
     def default(cls) -> "FitSettings":
@@ -96,19 +106,34 @@ class FitSettings:
         return replace(self, window_sizes=list(self.window_sizes),
                        window_sizes_small=list(self.window_sizes_small), **changes)
 
+    def for_model(self, model: str) -> "FitSettings":
+        """These settings as OpenFace uses them with ``model``: CE-CLM scales
+        sigma by 1.5 and reg_factor by 0.9 (in float32), once.
+
+        Raises
+        ------
+        ValueError
+            The settings were already scaled for another model.
+        """
+        if self.model == model:
+            return self
+        if self.model is not None:
+            raise ValueError(f"these settings were made for model {self.model!r}, not {model!r}")
+        s = self.copy(model=model)
+        if model == "ceclm":
+            s.sigma = float(np.float32(1.5) * np.float32(s.sigma))
+            s.reg_factor = float(np.float32(0.9) * np.float32(s.reg_factor))
+        return s
+
 
 def settings_for(model: str, preset: str = "default") -> FitSettings:
     """Settings OpenFace uses for ``model`` ("ceclm"/"clnf") and ``preset``
-    ("default"/"wild"), including CE-CLM's sigma x1.5 and reg x0.9."""
+    ("default"/"wild"), including CE-CLM's sigma x1.5 and reg x0.9
+    (:meth:`FitSettings.for_model`)."""
     if preset not in ("default", "wild"):
         raise ValueError(f"settings must be 'default' or 'wild', got {preset!r}")
     s = FitSettings.wild() if preset == "wild" else FitSettings.default()
-    if model == "ceclm":
-        # OpenFace computes these in float32
-        import numpy as np
-        s.sigma = float(np.float32(1.5) * np.float32(s.sigma))
-        s.reg_factor = float(np.float32(0.9) * np.float32(s.reg_factor))
-    return s
+    return s.for_model(model)
 
 
 def part_settings(part_name: str) -> FitSettings:

@@ -308,3 +308,80 @@ def test_unknown_names_raise_value_error(model_dir, kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         CLNF(model_dir, **args)
+
+
+# --- settings presets and the model's scaling ------------------------------------------------
+def test_wild_settings_object_equals_wild_name_for_ceclm(model_dir):
+    """``settings=FitSettings.wild()`` and ``settings="wild"`` give CE-CLM the
+    same values (OpenFace's sigma x1.5 and reg x0.9, applied once)."""
+    from pyclnf.config import FitSettings
+    by_name = CLNF(model_dir, model="ceclm", backend="numba", settings="wild", validate=False)
+    by_object = CLNF(model_dir, model="ceclm", backend="numba", settings=FitSettings.wild(), validate=False)
+    assert by_object.settings == by_name.settings
+    assert (by_name.settings.sigma, by_name.settings.reg_factor) == pytest.approx((1.875, 31.5))
+    clnf = CLNF(model_dir, model="clnf", backend="numba", settings=FitSettings.wild(), validate=False)
+    assert (clnf.settings.sigma, clnf.settings.reg_factor) == (1.25, 35.0)
+
+
+def test_settings_for_model_is_applied_once(model_dir, image_and_box):
+    """A per-call FitSettings is scaled like the constructor's; scaling twice
+    is a no-op; settings scaled for another model are refused."""
+    from pyclnf.config import FitSettings, settings_for
+    s = FitSettings.default().for_model("ceclm")
+    assert s.for_model("ceclm") is s
+    assert s == settings_for("ceclm")
+    with pytest.raises(ValueError, match="ceclm"):
+        s.for_model("clnf")
+    det = CLNF(model_dir, model="ceclm", backend="numba", validate=False)
+    image, box = image_and_box
+    lm_default, _ = det.fit(image, box)
+    lm_object, _ = det.fit(image, box, settings=FitSettings.default())
+    assert np.array_equal(lm_default, lm_object)   # the same settings: identical arithmetic
+    with pytest.raises(TypeError, match="FitSettings"):
+        det.fit(image, box, settings="wild")
+
+
+# --- the accelerated-backends API's constructor arguments -------------------------------------
+def test_seed_backend_arguments(model_dir):
+    assert CLNF(model_dir, model="clnf", use_hardware_acceleration=False, validate=False).backend_name == "numba"
+    assert CLNF(model_dir, model="clnf", force_backend="numpy", validate=False).backend_name == "numpy"
+    assert CLNF(model_dir, model="clnf", use_hardware_acceleration=True, force_backend="numpy",
+                validate=False).backend_name == "numpy"
+    with pytest.raises(ValueError, match="contradict"):
+        CLNF(model_dir, model="clnf", use_hardware_acceleration=False, force_backend="numpy")
+    with pytest.raises(ValueError, match="contradict"):
+        CLNF(model_dir, model="clnf", backend="numba", force_backend="numpy")
+
+
+# --- face detector boxes ----------------------------------------------------------------------
+def test_face_box_conversion_inverts_to_the_fit_box(detector, image_and_box):
+    """A detector box around the face (as OpenFace's MTCNN gives before its
+    correction) converts back to the landmark box, in both layouts; the fit
+    from it equals the fit from the landmark box (float32 rounding of the
+    box: <= 1e-3 px on the box, <= 0.05 px on the landmarks)."""
+    from pyclnf.detection.boxes import CLNF_BOX_CORRECTION, face_box_to_fit_box
+    image, box = image_and_box
+    dx, dy, fw, fh = CLNF_BOX_CORRECTION
+    w, h = box[2] / fw, box[3] / fh
+    face = (box[0] - dx * w, box[1] - dy * h, w, h)
+    got = face_box_to_fit_box(face)
+    assert got == pytest.approx(box, abs=1e-3)
+    assert face_box_to_fit_box((face[0], face[1], face[0] + w, face[1] + h), "xyxy") == pytest.approx(got, abs=1e-4)
+    lm, _ = detector.fit(image, got)
+    ref, _ = detector.fit(image, box)
+    assert np.linalg.norm(lm - ref, axis=1).max() <= 0.05
+    # without the conversion the fit starts elsewhere: the landmarks move by pixels
+    lm_raw, _ = detector.fit(image, face)
+    assert np.linalg.norm(lm_raw - ref, axis=1).mean() > 1.0
+
+
+@pytest.mark.parametrize("box,fmt,match", [
+    ((0, 0, 10), "xywh", "4 finite"),
+    ((0, 0, np.nan, 10), "xywh", "4 finite"),
+    ((5, 5, 5, 20), "xyxy", "no area"),
+    ((0, 0, 10, 10), "ltrb", "box_format"),
+])
+def test_face_box_conversion_rejects_bad_boxes(box, fmt, match):
+    from pyclnf.detection.boxes import face_box_to_fit_box
+    with pytest.raises(ValueError, match=match):
+        face_box_to_fit_box(box, fmt)

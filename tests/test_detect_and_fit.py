@@ -34,7 +34,6 @@ from scipy.optimize import linear_sum_assignment
 from _samples import SAMPLE_IMAGES
 from pyclnf.clnf import CLNF
 from pyclnf.datasets import landmarks_from_row, mean_distance, read_openface_csv, tight_box
-from pyclnf.errors import NoFaceFoundError, PyclnfError
 from pyclnf.tracking import box_iou
 
 MODELS = ["clnf", "ceclm"]
@@ -70,11 +69,11 @@ _FITS = {}
 
 @pytest.fixture(scope="module")
 def fits(detectors, shared_dir):
-    """``fits(model, name)`` -> detect_and_fit(..., return_all_faces=True), cached."""
+    """``fits(model, name)`` -> detect_and_fit(...) (every face), cached."""
     def get(model, name):
         key = (model, name)
         if key not in _FITS:
-            _FITS[key] = detectors[model].detect_and_fit(_read_color(shared_dir, name), return_all_faces=True)
+            _FITS[key] = detectors[model].detect_and_fit(_read_color(shared_dir, name))
         return _FITS[key]
     yield get
     _FITS.clear()
@@ -106,17 +105,22 @@ def test_detect_and_fit_matches_openface(detectors, fits, shared_dir, model, nam
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_detect_and_fit_single_returns_widest_face(detectors, fits, shared_dir, model):
-    """Without ``return_all_faces`` the face with the widest detector box is
-    fitted, and the result equals that face's entry in the full list (the
-    fit is deterministic: 1e-9 px)."""
+def test_detect_and_fit_lists_widest_face_first(detectors, fits, shared_dir, model):
+    """A list, widest detector box first; each entry equals a single ``fit``
+    from its box (the same arithmetic: 1e-9 px).  The deprecated
+    ``return_all_faces`` warns and changes nothing."""
     all_faces = fits(model, "sample2.jpg")
-    assert len(all_faces) == 3
-    widest = max(all_faces, key=lambda r: r[1]["bbox"][2])
-    lm, info = detectors[model].detect_and_fit(_read_color(shared_dir, "sample2.jpg"))
+    assert isinstance(all_faces, list) and len(all_faces) == 3
+    widths = [info["bbox"][2] for _, info in all_faces]
+    assert widths == sorted(widths, reverse=True)
+    image = _read_color(shared_dir, "sample2.jpg")
+    lm, info = detectors[model].fit(image, all_faces[0][1]["bbox"])
     assert isinstance(lm, np.ndarray) and lm.shape == (68, 2)
-    assert info["bbox"] == pytest.approx(widest[1]["bbox"], abs=1e-9)
-    np.testing.assert_allclose(lm, widest[0], atol=1e-9)
+    np.testing.assert_allclose(lm, all_faces[0][0], atol=1e-9)
+    with pytest.warns(DeprecationWarning, match="return_all_faces"):
+        again = detectors[model].detect_and_fit(image, return_all_faces=False)
+    assert len(again) == 3
+    np.testing.assert_allclose(again[0][0], all_faces[0][0], atol=1e-9)
 
 
 BLANKS = {
@@ -133,10 +137,7 @@ def test_blank_image_no_face(detectors, blank):
     boxes, scores = det.detect_faces(img)
     assert boxes.shape == (0, 4) and boxes.dtype == np.float64
     assert scores.shape == (0,) and scores.dtype == np.float64
-    assert det.detect_and_fit(img, return_all_faces=True) == []
-    with pytest.raises(NoFaceFoundError) as err:
-        det.detect_and_fit(img)
-    assert isinstance(err.value, PyclnfError) and isinstance(err.value, LookupError)
+    assert det.detect_and_fit(img) == []
 
 
 @pytest.mark.parametrize("name", ["sample2.jpg", "multi_face_img.png", "sample3_16bit_gray.png"])
@@ -162,6 +163,6 @@ def test_prepare_then_fit_unchanged(model_dir, fits, shared_dir):
     not change results (1e-9 px)."""
     det = CLNF(model_dir, model="ceclm")
     det.prepare()
-    lm, _ = det.detect_and_fit(_read_color(shared_dir, "sample1.jpg"))
+    (lm, _), = det.detect_and_fit(_read_color(shared_dir, "sample1.jpg"))
     (ref_lm, _), = fits("ceclm", "sample1.jpg")
     np.testing.assert_allclose(lm, ref_lm, atol=1e-9)

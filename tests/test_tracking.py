@@ -318,7 +318,8 @@ def test_track_multi_start_matches_openface_ceclm(detectors, shared_dir):
 
 
 def test_track_multi_skips_bad_frames(detectors, shared_dir):
-    """A None or wrong-shape frame yields an empty list and does not disturb
+    """A None or wrong-shape frame is reported as by ``track`` (one entry
+    with no face id or landmarks and ``info["error"]``) and does not disturb
     the other frames (landmarks equal to a clean run, 1e-9 px)."""
     det = detectors["clnf"]
     frames = list(_video_frames(_data(shared_dir, "multi_face.avi"), 10))
@@ -326,7 +327,11 @@ def test_track_multi_skips_bad_frames(detectors, shared_dir):
     noisy = frames[:4] + [None] + frames[4:7] + [np.zeros((5, 5, 2), np.uint8)] + frames[7:]
     out = list(det.track_multi(iter(noisy)))
     assert len(out) == 12
-    assert out[4] == [] and out[8] == []
+    for k in (4, 8):
+        assert len(out[k]) == 1 and out[k][0][:2] == (None, None), out[k]
+        info = out[k][0][2]
+        assert info["frame"] == k and info["success"] is False and "frame" in info["error"]
+    assert all(info["frame"] == k for k, faces in enumerate(out) if k not in (4, 8) for _, _, info in faces)
     rest = [o for k, o in enumerate(out) if k not in (4, 8)]
     for f, (a, b) in enumerate(zip(clean, rest)):
         assert [k for k, _, _ in a] == [k for k, _, _ in b], f"frame {f}"

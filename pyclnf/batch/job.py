@@ -262,7 +262,7 @@ def _images(det, files: List[Path], base: Path, options, res: FileResult, resume
                 res.messages.append(str(exc))
                 res.bad_frames += 1
                 continue
-            results = det.detect_and_fit(img, return_all_faces=True, camera=options.camera(img.shape))
+            results = det.detect_and_fit(img, camera=options.camera(img.shape))
             overlay = None
             if options.overlay:
                 from ..output import bgr8
@@ -358,6 +358,8 @@ def _stream(det, source, base: Path, options, res: FileResult, resume, stop, on_
             ts = source.timestamp(fr.index)
             vis = bgr8(fr.image) if video is not None and fr.image is not None else None
             for face_id, lm, info in faces:
+                if options.multi and face_id is None:   # a bad frame: no face rows
+                    continue
                 pts3 = _points_3d(det, info, fr.image.shape, options) if lm is not None else None
                 writer.write(fr.index + 1, face_id, ts, lm, info, pts3)
                 if options.json:

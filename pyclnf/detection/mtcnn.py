@@ -64,6 +64,7 @@ import numpy as np
 
 from ..errors import ModelFormatError
 from ._cnn import Network, read_network_file, single_threaded_blas
+from .boxes import CLNF_BOX_CORRECTION, correct_face_boxes  # noqa: F401  (CLNF_BOX_CORRECTION re-exported)
 
 __all__ = [
     "MTCNNDetector",
@@ -79,9 +80,6 @@ DEFAULT_MIN_FACE_SIZE = 60
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
 #: Ratio between successive pyramid levels.
 PYRAMID_FACTOR = 0.709
-#: OpenFace's final box change (dx/w, dy/h, w factor, h factor).
-CLNF_BOX_CORRECTION = (-0.0075, 0.2459, 1.0323, 0.7751)
-
 _FACE_SUPPORT = 12
 _PNET_STRIDE = 2
 _NMS_PNET_LEVEL = 0.5
@@ -480,9 +478,4 @@ class MTCNNDetector:
         if len(scores) == 0:
             return empty
 
-        dx, dy, fw, fh = CLNF_BOX_CORRECTION
-        b = boxes.astype(np.float64)
-        out = np.stack(
-            [b[:, 2] * dx + b[:, 0], b[:, 3] * dy + b[:, 1], fw * b[:, 2], fh * b[:, 3]], axis=1
-        ).astype(np.float32)
-        return out.astype(np.float64), scores.astype(np.float64)
+        return correct_face_boxes(boxes), scores.astype(np.float64)
