@@ -465,6 +465,33 @@ def bench_responses(torch, TorchBackend, cfg, mdir, model, faces, dev, args, bat
                  f"{n_mem} memcpy/memset")
 
 
+def summary(report, batches) -> None:
+    """One line per configuration and precision: fits/s per batch size and the
+    worst landmark difference to the CPU path."""
+    rows = {}
+    for r in report["runs"]:
+        if r.get("mode") == "responses-only":
+            continue
+        key = (r["config"], r.get("precision", "-") + (" +parts" if r.get("parts") == "device" else ""),
+               r["backend"])
+        rows.setdefault(key, {})[r["batch"]] = r
+    if not rows:
+        return
+    _say("\n== summary: fits/s (landmark difference to the CPU path, mean/max px)")
+    _say(f"{'configuration':<16}{'backend':<12}{'precision':<12}" + "".join(f"{'batch ' + str(b):>26}" for b in batches))
+    for (cfg, prec, backend), by_b in rows.items():
+        cells = []
+        for b in batches:
+            r = by_b.get(b)
+            if r is None:
+                cells.append(f"{'-':>26}")
+            elif "diff_max_px" in r:
+                cells.append(f"{r['fits_per_s']:>9.1f} ({r['diff_mean_px']:.3f}/{r['diff_max_px']:.3f})".rjust(26))
+            else:
+                cells.append(f"{r['fits_per_s']:>9.1f}".rjust(26))
+        _say(f"{cfg:<16}{backend:<12}{prec:<12}" + "".join(cells))
+
+
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -680,6 +707,7 @@ def main(argv=None) -> int:
                 _say(f"  {what} of one response call, scale {s} (k={k}, window {A - 10}): {n_k}, "
                      f"{n_mem} memcpy/memset")
         del det
+    summary(report, batches)
     _say(f"\ntotal {time.perf_counter() - t_start:.0f} s")
     if report["skipped"]:
         _say("skipped (time budget): " + "; ".join(report["skipped"]))
