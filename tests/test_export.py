@@ -9,6 +9,7 @@ maximum for the stand-ins, whose linear outputs reach ~136).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -286,8 +287,8 @@ def test_default_export_folder_is_in_the_user_cache(model_dir, tmp_path, monkeyp
     from pyclnf.export.manifest import default_export_dir, user_cache_dir
     monkeypatch.delenv("PYCLNF_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert user_cache_dir(platform="linux") == tmp_path / "xdg" / "pyclnf"
-    assert user_cache_dir(platform="darwin", environ={"HOME": "/Users/a"}) == Path("/Users/a/Library/Caches/pyclnf")
+    if sys.platform.startswith("linux"):  # platformdirs' folder (pyclnf.models.locate)
+        assert user_cache_dir() == tmp_path / "xdg" / "pyclnf"
     monkeypatch.setenv("PYCLNF_CACHE_DIR", str(tmp_path / "c"))
     files = load_expert_set(model_dir, scales=[0]).source_files
     d = default_export_dir("onnx", "cen", files)

@@ -20,19 +20,25 @@ def test_env_var_name():
     assert MODEL_DIR_ENV == "PYCLNF_MODEL_DIR"
 
 
-@pytest.mark.parametrize("platform, environ, expected", [
-    ("linux", {"HOME": "/h", "XDG_DATA_HOME": "/xdg"}, Path("/xdg") / SUB),
-    ("linux", {"HOME": "/h"}, Path("/h/.local/share") / SUB),
-    ("linux", {"HOME": "/h", "XDG_DATA_HOME": "relative/xdg"}, Path("/h/.local/share") / SUB),
-    ("freebsd13", {"HOME": "/h", "XDG_DATA_HOME": ""}, Path("/h/.local/share") / SUB),
-    ("darwin", {"HOME": "/Users/u", "XDG_DATA_HOME": "/xdg"},
-     Path("/Users/u/Library/Application Support") / SUB),
-    ("win32", {"USERPROFILE": "C:/Users/u", "LOCALAPPDATA": "C:/Users/u/AppData/Local"},
-     Path("C:/Users/u/AppData/Local") / SUB),
-    ("win32", {"USERPROFILE": "C:/Users/u"}, Path("C:/Users/u/AppData/Local") / SUB),
-])
-def test_user_data_dir_follows_os_conventions(platform, environ, expected):
-    assert user_data_dir(platform=platform, environ=environ) == expected
+def test_user_folders_come_from_platformdirs(clean_env, monkeypatch, tmp_path):
+    """The per-user folders are platformdirs' (its OS conventions), under "pyclnf"."""
+    import platformdirs
+
+    from pyclnf.models.locate import CACHE_DIR_ENV, user_cache_dir
+
+    assert user_data_dir() == Path(platformdirs.user_data_dir("pyclnf", appauthor=False)) / SUB.name
+    monkeypatch.delenv(CACHE_DIR_ENV, raising=False)
+    assert user_cache_dir() == Path(platformdirs.user_cache_dir("pyclnf", appauthor=False))
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    assert user_cache_dir() == tmp_path / "cache"
+    if sys.platform.startswith("linux"):  # the XDG variables are read at each call
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+        assert user_data_dir() == tmp_path / "xdg" / SUB
+        monkeypatch.delenv("XDG_DATA_HOME")
+        assert user_data_dir() == clean_env / ".local" / "share" / SUB
+        monkeypatch.delenv(CACHE_DIR_ENV)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdgc"))
+        assert user_cache_dir() == tmp_path / "xdgc" / "pyclnf"
 
 
 def test_default_model_dir_is_user_dir_without_env(clean_env):

@@ -19,10 +19,9 @@ folder without a readable manifest is an unfinished export.  An export is
 every source file still has the recorded SHA-256 (and every listed file its
 size); anything else is rebuilt -- never silently used.
 
-Default folder: ``<user cache>/pyclnf/exports/<format>/<kind>-<digest>``,
-where the user cache is ``$PYCLNF_CACHE_DIR``, else ``$XDG_CACHE_HOME/pyclnf``
-(``~/.cache/pyclnf``) on Linux, ``~/Library/Caches/pyclnf`` on macOS,
-``%LOCALAPPDATA%\\pyclnf\\Cache`` on Windows; ``digest`` is derived from the
+Default folder: ``<user cache>/exports/<format>/<kind>-<digest>``, where the
+user cache is :func:`pyclnf.models.locate.user_cache_dir` (``$PYCLNF_CACHE_DIR``,
+else ``~/.cache/pyclnf`` on Linux etc., from platformdirs); ``digest`` is derived from the
 source files' absolute paths, so each model folder gets its own export.
 """
 
@@ -34,7 +33,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +40,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .._version import __version__
 from ..models._hashing import file_sha256
+from ..models.locate import CACHE_DIR_ENV, user_cache_dir  # re-exported: the one per-user cache
 from .layout import LAYOUT_VERSION
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_VERSION", "CACHE_DIR_ENV", "SourceFile", "ExportManifest",
@@ -52,8 +51,6 @@ log = logging.getLogger("pyclnf.export")
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
-#: Environment variable overriding the per-user cache folder.
-CACHE_DIR_ENV = "PYCLNF_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -108,23 +105,6 @@ class ExportManifest:
 
 
 # --------------------------------------------------------------------------- locations
-def user_cache_dir(platform: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> Path:
-    """Per-user cache folder of PyCLNF (not created); see the module docstring."""
-    platform = sys.platform if platform is None else platform
-    environ = os.environ if environ is None else environ
-    override = environ.get(CACHE_DIR_ENV, "").strip()
-    if override:
-        return Path(override)
-    home = Path(environ.get("HOME") or environ.get("USERPROFILE") or Path.home())
-    if platform.startswith("win"):
-        local = environ.get("LOCALAPPDATA", "")
-        return (Path(local) if local else home / "AppData" / "Local") / "pyclnf" / "Cache"
-    if platform == "darwin":
-        return home / "Library" / "Caches" / "pyclnf"
-    xdg = environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg) if xdg and os.path.isabs(xdg) else home / ".cache") / "pyclnf"
-
-
 def default_export_dir(fmt: str, kind: str, source_files: Sequence, root: Optional[Path] = None) -> Path:
     """Cache folder of the ``fmt`` export of the patch experts in ``source_files``."""
     paths = "\n".join(str(Path(p).resolve()) for p in source_files)

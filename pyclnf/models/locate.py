@@ -6,12 +6,17 @@ i.e. ``lib/local/LandmarkDetector/model`` of OpenFace's source tree):
 
 1. the ``model_dir`` argument, if given;
 2. else the folder named by the environment variable ``PYCLNF_MODEL_DIR``;
-3. else a per-user data folder by operating-system convention:
+3. else a per-user data folder by operating-system convention, as
+   :mod:`platformdirs` gives it:
 
    - Linux and other Unix: ``$XDG_DATA_HOME/pyclnf/openface-2.2.0``
      (``~/.local/share/pyclnf/openface-2.2.0`` when ``XDG_DATA_HOME`` is unset);
    - macOS: ``~/Library/Application Support/pyclnf/openface-2.2.0``;
    - Windows: ``%LOCALAPPDATA%\\pyclnf\\openface-2.2.0``.
+
+:func:`user_cache_dir` is PyCLNF's per-user cache folder (exports, the
+benchmarked backend choice), from platformdirs too unless ``$PYCLNF_CACHE_DIR``
+is set. Every per-user folder of PyCLNF comes from this module.
 
 The same rule serves ``pyclnf models install``, ``pyclnf models verify`` and
 ``CLNF()``. Nothing here touches the network; :func:`find_model_dir` only
@@ -22,17 +27,20 @@ check their contents).
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Union
+from typing import Iterable, Optional, Union
+
+import platformdirs
 
 from ..errors import ModelNotFoundError
 from .manifest import OPENFACE_VERSION, SOURCE_TREE_PREFIX
 
 __all__ = [
     "MODEL_DIR_ENV",
+    "CACHE_DIR_ENV",
     "INSTALL_COMMAND",
     "user_data_dir",
+    "user_cache_dir",
     "default_model_dir",
     "openface_model_folder",
     "find_model_dir",
@@ -40,6 +48,8 @@ __all__ = [
 
 #: Environment variable naming the model folder; overrides the per-user default.
 MODEL_DIR_ENV = "PYCLNF_MODEL_DIR"
+#: Environment variable naming PyCLNF's cache folder; overrides the per-user default.
+CACHE_DIR_ENV = "PYCLNF_CACHE_DIR"
 #: The command that installs the models (quoted in error messages).
 INSTALL_COMMAND = "pyclnf models install"
 
@@ -51,39 +61,35 @@ _MARKERS = ("main_clnf_general.txt", "main_ceclm_general.txt")
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def user_data_dir(platform: Optional[str] = None, environ: Optional[Mapping[str, str]] = None
-                  ) -> Path:
+def user_data_dir() -> Path:
     """Per-user folder for PyCLNF's copy of the OpenFace models.
 
     Ignores ``PYCLNF_MODEL_DIR``; see :func:`default_model_dir` for the folder
     actually used.
 
-    Parameters
-    ----------
-    platform : str, optional
-        A ``sys.platform`` value (``"linux"``, ``"darwin"``, ``"win32"`` ...);
-        the running one by default.
-    environ : mapping, optional
-        Environment variables; ``os.environ`` by default.
+    Returns
+    -------
+    pathlib.Path
+        ``platformdirs.user_data_dir("pyclnf") / "openface-2.2.0"``. Not created.
+    """
+    return Path(platformdirs.user_data_dir(_APP_NAME, appauthor=False)) / _SUBFOLDER
+
+
+def user_cache_dir() -> Path:
+    """PyCLNF's per-user cache folder (exports, backend choice).
 
     Returns
     -------
     pathlib.Path
-        ``<data root>/pyclnf/openface-2.2.0``. Not created.
+        ``$PYCLNF_CACHE_DIR`` (``~`` expanded) if set and not blank, else
+        ``platformdirs.user_cache_dir("pyclnf")`` (``~/.cache/pyclnf`` on
+        Linux, ``~/Library/Caches/pyclnf`` on macOS,
+        ``%LOCALAPPDATA%\\pyclnf\\Cache`` on Windows). Not created.
     """
-    platform = sys.platform if platform is None else platform
-    environ = os.environ if environ is None else environ
-    home = Path(environ.get("HOME") or environ.get("USERPROFILE") or Path.home())
-    if platform.startswith("win"):
-        local = environ.get("LOCALAPPDATA", "")
-        root = Path(local) if local else home / "AppData" / "Local"
-    elif platform == "darwin":
-        root = home / "Library" / "Application Support"
-    else:
-        xdg = environ.get("XDG_DATA_HOME", "")
-        # The XDG spec says relative values are invalid and must be ignored.
-        root = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".local" / "share"
-    return root / _APP_NAME / _SUBFOLDER
+    override = os.environ.get(CACHE_DIR_ENV, "").strip()
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_cache_dir(_APP_NAME, appauthor=False))
 
 
 def default_model_dir() -> Path:
