@@ -516,7 +516,8 @@ def main(argv=None) -> int:
     budget = args.budget or (150.0 if args.quick else 240.0)
     t_start = time.perf_counter()
     deadline = t_start + budget
-    report = {"argv": sys.argv[1:], "batches": batches, "runs": [], "kernels": [], "skipped": [], "notes": []}
+    report = {"argv": sys.argv[1:], "batches": batches, "runs": [], "kernels": [], "skipped": [], "notes": [],
+              "errors": []}
 
     import numpy as np
     import cv2
@@ -587,15 +588,12 @@ def main(argv=None) -> int:
 
     per_face = {}      # config -> seconds per face of its last batch (for the budget)
     kernel_cfg = "ceclm-realarch" if "ceclm-realarch" in args.configs else args.configs[0]
-    for cfg in args.configs:
-        if time.perf_counter() > deadline:
-            report["skipped"].append(f"{cfg}: everything (time budget)")
-            continue
+    def one_config(cfg):
         _say(f"\n== {cfg}")
         mdir, model = model_for(cfg)
         if args.responses_only:
             bench_responses(torch, TorchBackend, cfg, mdir, model, faces, dev, args, batches, deadline, report)
-            continue
+            return
         # --- the CPU path: Numba backend, sequential fits -------------------------
         t = time.perf_counter()
         cpu = CLNF(model_dir=mdir, model=model, backend="numba")
@@ -679,38 +677,65 @@ def main(argv=None) -> int:
             del dp
         # --- kernel launches (fp32) ------------------------------------------------------
         if cfg == kernel_cfg and time.perf_counter() < deadline:
-            det.backend.precision = "fp32"
-            fit_many(det, faces[:2])
-            what = "CUDA kernels" if dev.type == "cuda" else "torch operators (no CUDA here)"
-            for b in sorted({1, min(64, max(batches))}):
-                batch = [faces[i % len(faces)] for i in range(b)]
-                with StepTimers(det) as timers:
-                    n_k, n_mem, top = count_kernels(torch, lambda: fit_many(det, batch))
-                calls = max(1, len(timers.response_calls))
-                report["kernels"].append({"config": cfg, "batch": b, "kernels": n_k, "memory_ops": n_mem,
-                                          "response_calls": calls, "per_call": n_k / calls, "top": top})
-                _say(f"  {what} for a batch of {b}: {n_k} ({n_k / b:.1f} per face), {n_mem} memcpy/memset; "
-                     f"{calls} response calls -> {n_k / calls:.1f} per call")
-                _say(f"        most launched: " + ", ".join(f"{name[:50]} x{c}" for name, c in top))
-            # per step: one call of each scale, as the largest batch above asked
-            plan_calls = {}
-            for k, A, s, v in timers.response_calls:
-                plan_calls.setdefault(s, (k, A, v))
-            rng = np.random.default_rng(0)
-            for s, (k, A, v) in sorted(plan_calls.items()):
-                lms_s = det.backend.experts.plan(s, v).landmarks
-                lms_s = np.resize(lms_s, k)
-                areas = (rng.random((k, A, A)) * 255).astype(np.float32)
-                n_k, n_mem, _ = count_kernels(torch, lambda: det.backend.responses(areas, lms_s, s, v))
-                report["kernels"].append({"config": cfg, "step": f"scale {s} view {v}", "k": k,
-                                          "window": A - 10, "kernels": n_k, "memory_ops": n_mem})
-                _say(f"  {what} of one response call, scale {s} (k={k}, window {A - 10}): {n_k}, "
-                     f"{n_mem} memcpy/memset")
+            try:
+                kernel_counts(cfg, det)
+            except Exception as exc:       # e.g. no CUPTI for the profiler: report, go on
+                report["errors"].append(f"{cfg} kernel counts: {exc!r}")
+                _say(f"  kernel counts failed: {exc!r}")
         del det
+
+    def kernel_counts(cfg, det):
+        """CUDA kernels per batch (1 and 64 faces) and per response call (fp32)."""
+        det.backend.precision = "fp32"
+        fit_many(det, faces[:2])
+        what = "CUDA kernels" if dev.type == "cuda" else "torch operators (no CUDA here)"
+        for b in sorted({1, min(64, max(batches))}):
+            batch = [faces[i % len(faces)] for i in range(b)]
+            with StepTimers(det) as timers:
+                n_k, n_mem, top = count_kernels(torch, lambda: fit_many(det, batch))
+            calls = max(1, len(timers.response_calls))
+            report["kernels"].append({"config": cfg, "batch": b, "kernels": n_k, "memory_ops": n_mem,
+                                      "response_calls": calls, "per_call": n_k / calls, "top": top})
+            _say(f"  {what} for a batch of {b}: {n_k} ({n_k / b:.1f} per face), {n_mem} memcpy/memset; "
+                 f"{calls} response calls -> {n_k / calls:.1f} per call")
+            _say(f"        most launched: " + ", ".join(f"{name[:50]} x{c}" for name, c in top))
+        # per step: one call of each scale, as the largest batch above asked
+        plan_calls = {}
+        for k, A, s, v in timers.response_calls:
+            plan_calls.setdefault(s, (k, A, v))
+        rng = np.random.default_rng(0)
+        for s, (k, A, v) in sorted(plan_calls.items()):
+            lms_s = det.backend.experts.plan(s, v).landmarks
+            lms_s = np.resize(lms_s, k)
+            areas = (rng.random((k, A, A)) * 255).astype(np.float32)
+            n_k, n_mem, _ = count_kernels(torch, lambda: det.backend.responses(areas, lms_s, s, v))
+            report["kernels"].append({"config": cfg, "step": f"scale {s} view {v}", "k": k,
+                                      "window": A - 10, "kernels": n_k, "memory_ops": n_mem})
+            _say(f"  {what} of one response call, scale {s} (k={k}, window {A - 10}): {n_k}, "
+                 f"{n_mem} memcpy/memset")
+
+    for cfg in args.configs:
+        if time.perf_counter() > deadline:
+            report["skipped"].append(f"{cfg}: everything (time budget)")
+            continue
+        try:
+            one_config(cfg)
+        except Exception as exc:           # one configuration failing must not lose the others
+            import traceback
+            traceback.print_exc()
+            report["errors"].append(f"{cfg}: {exc!r}")
+            _say(f"  {cfg} FAILED: {exc!r}")
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        if args.json:                      # after every configuration: a killed run keeps its figures
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=1, default=str))
     summary(report, batches)
     _say(f"\ntotal {time.perf_counter() - t_start:.0f} s")
     if report["skipped"]:
         _say("skipped (time budget): " + "; ".join(report["skipped"]))
+    if report["errors"]:
+        _say("ERRORS: " + "; ".join(report["errors"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1, default=str))
