@@ -9,11 +9,11 @@ import signal
 import time
 import uuid
 
-from distributed import Client, Event, LocalCluster, WorkerPlugin, wait
+from distributed import Client, Event, LocalCluster, Queue, WorkerPlugin, wait
 
 from .driver import progress_bar, run_task
 
-__all__ = ["IgnoreSigint", "local_cluster", "run_dask", "GRACE_S", "WORKER_ENV"]
+__all__ = ["IgnoreSigint", "WorkerLink", "local_cluster", "run_dask", "GRACE_S", "WORKER_ENV"]
 
 #: Environment of the embedded cluster's workers: one core each, so the patch
 #: experts' responses are not split over threads (``NUMBA_NUM_THREADS``) and
@@ -23,6 +23,50 @@ WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_TH
 
 #: Seconds the driver waits, once stopped, for running tasks to finish their frame.
 GRACE_S = 15.0
+#: Seconds between a worker's exchanges with the driver (stop request, frames done).
+LINK_S = 1.0
+
+
+def _names(channel: str):
+    return f"pyclnf-stop-{channel}", f"pyclnf-frames-{channel}"
+
+
+class WorkerLink:
+    """A task's link to the driver, through the scheduler and throttled to
+    one exchange per :data:`LINK_S`: called with no argument it is the stop
+    poll of :func:`pyclnf.batch.job.process_file` (True once the driver set
+    the batch's Event, or when the scheduler cannot be reached); called with
+    a frame count it is the ``on_frame`` callback, sending the frames done
+    since the last exchange to the batch's Queue.
+    """
+
+    def __init__(self, channel: str):
+        stop_name, queue_name = _names(channel)
+        self.event, self.queue = Event(stop_name), Queue(queue_name)
+        self.stopped, self.unsent, self.last = False, 0, float("-inf")
+
+    def __call__(self, frames_done=None) -> bool:
+        if frames_done is not None:
+            self.unsent += 1
+        now = time.monotonic()
+        if now - self.last >= LINK_S:
+            self.last = now
+            self.flush()
+            if not self.stopped:
+                try:
+                    self.stopped = self.event.is_set()
+                except Exception:          # the scheduler went away: stop too
+                    self.stopped = True
+        return self.stopped
+
+    def flush(self) -> None:
+        """Send the frames not yet reported."""
+        if self.unsent:
+            try:
+                self.queue.put(self.unsent)
+            except Exception:
+                pass
+            self.unsent = 0
 
 
 class IgnoreSigint(WorkerPlugin):
@@ -58,10 +102,12 @@ def run_dask(todo, out_dir, options, record, halt, progress, summary, scheduler,
         client = Client(cluster)
         client.register_plugin(IgnoreSigint(), name="pyclnf-ignore-sigint")
     batch_id = uuid.uuid4().hex[:12]
-    event = Event(f"pyclnf-stop-{batch_id}", client=client)
+    stop_name, queue_name = _names(batch_id)
+    event = Event(stop_name, client=client)
+    queue = Queue(queue_name, client=client)
     futures = {}
     for k, (it, sig) in enumerate(todo):
-        f = client.submit(run_task, it.source, it.rel, str(out_dir), options, event.name,
+        f = client.submit(run_task, it.source, it.rel, str(out_dir), options, batch_id,
                           key=f"pyclnf-batch-{batch_id}-{k}", pure=False)
         futures[f] = (it, sig)
     bar = progress_bar(len(todo), progress)
@@ -82,7 +128,9 @@ def run_dask(todo, out_dir, options, record, halt, progress, summary, scheduler,
             except Exception as exc:           # TimeoutError (its class varies with versions)
                 if "Timeout" not in type(exc).__name__:
                     raise
-                continue
+                done = ()
+            frames += sum(queue.get(batch=True))
+            bar.set_postfix(frames=frames, fps=f"{frames / (time.perf_counter() - t0):.1f}")
             for f in done:
                 it, sig = futures[f]
                 try:
@@ -97,9 +145,7 @@ def run_dask(todo, out_dir, options, record, halt, progress, summary, scheduler,
                 if rec["status"] == "interrupted":
                     continue
                 record(it, sig, rec)
-                frames += rec["frames"]
                 bar.update(1)
-                bar.set_postfix(frames=frames, fps=f"{frames / (time.perf_counter() - t0):.1f}")
         if pending:
             client.cancel(list(pending))
         summary.interrupted = summary.interrupted and len(summary.records) < len(todo)

@@ -93,7 +93,7 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_task(source: str, rel: str, out_dir: str, options: FileOptions, stop_event: Optional[str] = None,
+def run_task(source: str, rel: str, out_dir: str, options: FileOptions, channel: Optional[str] = None,
              *, stop: Optional[Callable[[], bool]] = None, on_frame=None) -> dict:
     """Process one input (a task on a worker, or in the driver with one worker).
 
@@ -102,13 +102,27 @@ def run_task(source: str, rel: str, out_dir: str, options: FileOptions, stop_eve
     named ``stop_event``, or ``stop``) leaves no output and returns status
     ``interrupted``.
 
+    Parameters
+    ----------
+    source, rel, out_dir, options
+        The input, its output name (:class:`Item`), the output folder, the
+        per-file options.
+    channel : str, optional
+        On a Dask worker: the batch's id, naming the distributed Event the
+        driver sets to stop and the Queue the frame counts go to.
+    stop, on_frame : callable, optional
+        In the driver's process: the stop poll and the per-frame callback.
+
     Returns
     -------
     dict
         The manifest fields the worker knows (see :mod:`pyclnf.batch.manifest`).
     """
     base = Item(source, rel).base(out_dir)
-    stop = stop or _stop_checker(stop_event)
+    if channel is not None:           # on a Dask worker: the driver's stop request, frame counts to it
+        from ._dask import WorkerLink
+        stop = on_frame = WorkerLink(channel)
+    stop = stop or (lambda: False)
     rec = {"input": source, "rel": rel, "worker": _worker_name(), "output": f"{rel}.csv", "frames": 0,
            "frames_ok": 0, "declared_frames": None, "seconds": 0.0, "error": None, "outputs": [],
            "csv_bytes": None}
@@ -120,6 +134,9 @@ def run_task(source: str, rel: str, out_dir: str, options: FileOptions, stop_eve
     except Exception as exc:          # a bug or a model problem: isolate it
         rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         return rec
+    finally:
+        if hasattr(on_frame, "flush"):
+            on_frame.flush()
     if res.status == "interrupted":
         part = Path(f"{base}.csv.part")
         if part.exists():
@@ -131,27 +148,6 @@ def run_task(source: str, rel: str, out_dir: str, options: FileOptions, stop_eve
     if res.status in COMPLETE:
         rec["csv_bytes"] = Path(f"{base}.csv").stat().st_size
     return rec
-
-
-def _stop_checker(name: Optional[str]) -> Callable[[], bool]:
-    """A cheap poll of the driver's stop request (a distributed Event, asked
-    at most every :data:`STOP_POLL_S` seconds)."""
-    if name is None:
-        return lambda: False
-    from distributed import Event
-    event = Event(name)
-    last = [0.0, False]
-
-    def check() -> bool:
-        now = time.monotonic()
-        if not last[1] and now - last[0] >= STOP_POLL_S:
-            last[0] = now
-            try:
-                last[1] = event.is_set()
-            except Exception:          # the scheduler went away: stop too
-                last[1] = True
-        return last[1]
-    return check
 
 
 def progress_bar(total: int, enabled: bool):
@@ -198,6 +194,11 @@ def process(inputs: Sequence[Union[str, os.PathLike]], out_dir, options: Optiona
     Returns
     -------
     BatchSummary
+
+    Notes
+    -----
+    The embedded cluster starts worker processes with ``spawn``: a script
+    that calls :func:`process` must do so under ``if __name__ == "__main__":``.
 
     Raises
     ------

@@ -206,7 +206,8 @@ def process_file(det, source, base, options: FileOptions, *, resume: bool = Fals
         :class:`pyclnf.output.CSVWriter`).
     stop : callable() -> bool
         Polled after every frame; True stops, keeping the rows written
-        (status ``interrupted``).
+        (status ``interrupted``) -- except for a webcam, which it ends
+        (outputs complete).
     on_frame : callable(n), optional
         Called after every frame with the number of frames done.
     on_start : callable(total), optional
@@ -375,7 +376,8 @@ def _stream(det, source, base: Path, options, res: FileResult, resume, stop, on_
                 on_frame(res.frames)
             if stop():
                 per_frame.close()
-                if next(frames, None) is not None:
+                # a webcam has no end: Ctrl-C ends it and its outputs are complete
+                if source.kind != "webcam" and next(frames, None) is not None:
                     res.status = "interrupted"
                     writer.keep()
                     if video is not None:
