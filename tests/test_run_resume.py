@@ -159,3 +159,16 @@ def test_camera_flags_reach_sequence_head_pose(model_dir, shared_dir, tmp_path):
             assert abs(float(printed) - info["pose"][k]) <= _tolerance(printed), (name, printed, info["pose"][k])
         # fx 1000 instead of 500 puts the face about twice as far: the flags matter
         assert abs(info["pose"][2] - info0["pose"][2]) > 100.0
+
+
+def test_ctrl_c_while_loading_is_one_line(tmp_path, monkeypatch, capsys):
+    """Ctrl-C before the first frame (models loading): one line, status 130."""
+    import pyclnf.cli.run as run
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(run, "load_detector", interrupted)
+    from pyclnf.cli import main
+    assert main(["x.jpg", "--out-dir", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["pyclnf: interrupted"]

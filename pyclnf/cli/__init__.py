@@ -88,8 +88,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         name, rest = argv[0], argv[1:]
     else:
         name, rest = "run", argv
-    module = _load(SUBCOMMANDS[name][0])
-    if module is None:
-        print(f"pyclnf: the '{name}' command is not available in this installation", file=sys.stderr)
-        return 2
-    return module.main(rest)
+    try:
+        module = _load(SUBCOMMANDS[name][0])
+        if module is None:
+            print(f"pyclnf: the '{name}' command is not available in this installation", file=sys.stderr)
+            return 2
+        return module.main(rest)
+    except KeyboardInterrupt:     # Ctrl-C outside a command's own handling (e.g. while loading)
+        print("pyclnf: interrupted", file=sys.stderr)
+        return 130
