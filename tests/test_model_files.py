@@ -795,3 +795,32 @@ def test_out_of_range_part_index_is_format_error_at_load(model_dir, tmp_path, pa
         CLNF(model_dir=folder, model="clnf", backend="numba", validate=False)
     _check_format_error(ei.value, folder / "main_clnf_general.txt", unit="line")
     assert ei.value.offset == 2
+
+
+@pytest.mark.parametrize("model", ["clnf", "ceclm"])
+def test_patch_experts_for_another_landmark_count_are_format_error_at_load(model_dir, tmp_path,
+                                                                           model):
+    """A descriptor naming the inner-face experts (51 landmarks) for the 68-point
+    PDM: a ModelFormatError naming that file when the model loads."""
+    from pyclnf.clnf import CLNF
+
+    inner = "model_inner/patch_experts/ccnf_patches_1.00_inner.txt"
+    clnf_general = CLNF_GENERAL_OK.replace("patch_experts/ccnf_patches_0.35_general.txt", inner)
+    main_clnf = "LandmarkDetector clnf_general.txt\n"
+    # the CE-CLM case: the left eye part's descriptor names the 68-point PDM
+    (tmp_path / "eye").mkdir()
+    (tmp_path / "eye" / "main.txt").write_text("LandmarkDetector general.txt\n")
+    (tmp_path / "eye" / "general.txt").write_text(
+        "PDM pdms/In-the-wild_aligned_PDM_68.txt\n"
+        "PatchesCCNF patch_experts/left_ccnf_patches_1.00_synth_lid_.txt\n")
+    os.symlink(model_dir / "pdms", tmp_path / "eye" / "pdms")
+    os.symlink(model_dir / "model_eye" / "patch_experts", tmp_path / "eye" / "patch_experts")
+    main_ceclm = ("LandmarkDetector cen_general.txt\n"
+                  "LandmarkDetector_part eye/main.txt left_eye_28 36 8 37 10\n")
+    folder = _fake_model_dir(model_dir, tmp_path, {
+        "main_clnf_general.txt": main_clnf, "main_ceclm_general.txt": main_ceclm,
+        "clnf_general.txt": clnf_general, "cen_general.txt": CEN_GENERAL_OK})
+    with pytest.raises(ModelFormatError) as ei:
+        CLNF(model_dir=folder, model=model, backend="numba", validate=False)
+    bad = inner if model == "clnf" else "left_ccnf_patches_1.00_synth_lid_.txt"
+    assert Path(bad).name in str(ei.value) and "landmarks" in str(ei.value)

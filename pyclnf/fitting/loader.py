@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 
 from ..config import part_settings
-from ..models.descriptor import check_part_mapping, read_main_descriptor
+from ..models.descriptor import check_part_mapping, check_patch_experts, read_main_descriptor
 from ..patch_experts import PatchExpertSet
 from ..pdm import PDM
 from .landmark_model import LandmarkModel, Part
@@ -31,12 +31,14 @@ def build_landmark_model(main_path, make_backend: Callable, load_validator: bool
     main_pdm = PDM.from_file(desc.detector.pdm)
     for pd in desc.parts:
         sub = read_main_descriptor(pd.main_path)
-        sub_model = LandmarkModel(PDM.from_file(sub.detector.pdm),
-                                  experts := PatchExpertSet.from_descriptor(sub.detector),
-                                  part_backend().bind(experts))
+        sub_pdm = PDM.from_file(sub.detector.pdm)
+        experts = PatchExpertSet.from_descriptor(sub.detector)
+        check_patch_experts(sub.detector, experts.source_files, experts.scales, sub_pdm.n_points)
+        sub_model = LandmarkModel(sub_pdm, experts, part_backend().bind(experts))
         mapping = check_part_mapping(pd, main_pdm.n_points, sub_model.pdm.n_points)
         parts.append(Part(pd.name, sub_model, mapping, part_settings(pd.name)))
     experts = PatchExpertSet.from_descriptor(desc.detector)
+    check_patch_experts(desc.detector, experts.source_files, experts.scales, main_pdm.n_points)
     validator = None
     if load_validator and desc.validator is not None:
         from ..validator import DetectionValidator

@@ -265,6 +265,33 @@ def check_part_mapping(part: PartDescriptor, n_main: int, n_part: int) -> np.nda
     return mapping
 
 
+def check_patch_experts(desc: ModelDescriptor, files, scales, n_points: int) -> None:
+    """Check that every patch-expert file covers the PDM's landmarks.
+
+    Parameters
+    ----------
+    desc : ModelDescriptor
+        The model descriptor naming the PDM and the files.
+    files : sequence of path
+        The patch-expert files read (``PatchExpertSet.source_files``).
+    scales : sequence of CENScale or CCNFScale
+        What was read from them, in the same order.
+    n_points : int
+        Landmarks of the PDM.
+
+    Raises
+    ------
+    ModelFormatError
+        Naming the first file whose landmark count differs (it would fail
+        with an IndexError inside the first fit).
+    """
+    for path, scale in zip(files, scales):
+        if scale.n_points != n_points:
+            raise ModelFormatError(path, None, f"patch experts for the {n_points} landmarks of "
+                                               f"the PDM that {desc.path} names",
+                                   found=f"{scale.n_points} landmarks")
+
+
 def read_triangulations(path) -> List[np.ndarray]:
     """Read ``tris_68.txt``: a view count, then one (t, 3) int32 matrix per view.
 
