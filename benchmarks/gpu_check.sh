@@ -7,7 +7,7 @@
 #
 # The GPU machine has python3 with torch, numpy, numba and opencv only; the run needs no package index.
 # With the device tool: carry [".gpu_data"], command "bash benchmarks/gpu_check.sh run", timeout_s 420
-# (the benchmark starts no run expected to end after --budget 240 s; timeout 350 s caps the whole run).
+# (the benchmark starts no run expected to end after --budget 270 s; timeout 350 s caps the whole run).
 # Figures go to stdout and, as JSON, to $OUT/bench_gpu.json (or ./bench_gpu.json without $OUT).
 # Extra arguments after "run" go to bench_gpu.py (e.g. --quick, --device cpu).
 set -euo pipefail
