@@ -242,7 +242,7 @@ def test_coreml_backend_host_side_with_onnx_standing_in_for_coreml(cen_export, t
                 onnx_path = onnx_res.folder / entry["folder"] / entry["landmarks"][key[3]]
             else:
                 view = key[2]
-                lay = backend._layout(scale, view)[0]
+                lay = backend.runner.layout(scale, view)[0]
                 assert self.meta["kind"] == "cen_fused" and self.meta["view"] == view
                 assert self.meta["items"] == [[int(l), bool(f)] for l, f in zip(lay.landmarks, lay.flip)]
                 onnx_path = onnx_res.folder / entry["folder"] / entry["fused"]

@@ -328,3 +328,33 @@ def test_exporter_script_takes_the_same_options(model_dir, tmp_path, capsys):
     assert (out / m.scales[0]["folder"] / "fused_w7.onnx").is_file()
     with pytest.raises(SystemExit):
         main(["--scales", "x"])
+
+
+# --------------------------------------------------------------------------- structure
+def test_export_does_not_import_the_backends():
+    """One import direction: backends run exports, exports never import backends
+    (shared maths lives in pyclnf.patch_experts)."""
+    import ast
+    root = Path(__file__).resolve().parents[1] / "pyclnf" / "export"
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for n in names:
+                assert "backends" not in n.split("."), f"{path.name} imports {n}"
+
+
+def test_expert_kinds(model_dir):
+    from pyclnf.export.kinds import CCNFKind, CENKind, expert_kind
+    cen = expert_kind(load_expert_set(model_dir, "ceclm", [0.25]))
+    ccnf = expert_kind(load_expert_set(model_dir, "clnf", [0.25]))
+    assert isinstance(cen, CENKind) and cen.name == "cen" and cen.export_options(None) == {}
+    assert cen.first_use_windows() is None
+    assert isinstance(ccnf, CCNFKind) and ccnf.export_options(None) is None
+    assert ccnf.export_options({0: [7, 11]}) == {"windows": {"0": [7, 11]}}
+    assert all(w % 2 == 1 for w in ccnf.first_use_windows()[0])
+    with pytest.raises(TypeError, match="PatchExpertSet"):
+        expert_kind("cen")

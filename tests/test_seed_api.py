@@ -271,3 +271,41 @@ def test_scales_are_patch_scalings_and_indices(model_dir, patches):
         NumbaBackend().load_models(model_dir, scales=[0.25, 1])
     with pytest.raises(ValueError, match="no patch scaling 1"):
         b.response(patches[0], 36, scale=1.0)                        # not loaded
+
+
+# --------------------------------------------------------------------------- package metadata
+def _pyproject():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_package_metadata_has_no_traps():
+    import ast
+    from setuptools import find_packages
+    meta = _pyproject()
+    project = meta["project"]
+    assert project["name"] == "pyclnf-accel"
+    # exporters/ is a checkout-only wrapper folder, not a top-level package
+    packages = find_packages(where=str(REPO), **meta["tool"]["setuptools"]["packages"]["find"])
+    assert "exporters" not in packages and all(p.split(".")[0] == "pyclnf" for p in packages)
+    # scipy only where it is used (the tests)
+    imported = set()
+    for path in (REPO / "pyclnf").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    deps = " ".join(project["dependencies"])
+    assert ("scipy" in deps) == ("scipy" in imported)
+    extras = project["optional-dependencies"]
+    assert "torch" in imported or "torch" not in extras                # the extra only if used
+    # [onnx] and [cuda] each bring one ONNX Runtime, never both
+    assert any(d.startswith("onnxruntime>") for d in extras["onnx"])
+    assert not any(d.startswith("onnxruntime-gpu") for d in extras["onnx"])
+    assert any(d.startswith("onnxruntime-gpu") for d in extras["cuda"])
+    assert not any(d.startswith("onnxruntime>") for d in extras["cuda"])
+    # install hints name the distribution users can install
+    for path in (REPO / "pyclnf").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "install 'pyclnf[" not in text and 'install "pyclnf[' not in text, path

@@ -7,16 +7,21 @@ way the export's layout expects (:mod:`pyclnf.export.layout`), mirrors the
 patches of mirrored experts, runs the model and undoes all of it.  Subclasses
 only say how to run a model (:meth:`FusedModelBackend._run_cen_fused`,
 :meth:`~FusedModelBackend._run_cen_landmark`, :meth:`~FusedModelBackend._run_ccnf`).
+
+CEN and CCNF are two classes behind one interface (:class:`CENRunner`,
+:class:`CCNFRunner`: ``compute`` and ``warm_up``), picked once per bound set
+from :func:`pyclnf.export.kinds.expert_kind`.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from typing import Dict
+from typing import Dict, Type
 
 import numpy as np
 
+from ..export.kinds import CCNFKind, CENKind, expert_kind
 from ..patch_experts import SUPPORT
 from . import _kernels
 from .base import PatchExpertBackend
@@ -57,12 +62,14 @@ class FusedModelBackend(PatchExpertBackend):
         self.windows = windows
         self.verbose = bool(verbose)
         self.export = None
+        self.runner = None
         super().__init__(experts)
 
     # --- set-up -------------------------------------------------------------
     def _on_bind(self) -> None:
         self.export = None
-        self._layouts: Dict[tuple, tuple] = {}
+        self.kind = expert_kind(self.experts)
+        self.runner = _RUNNERS[type(self.kind)](self)
         self._reset_models()
 
     def _reset_models(self) -> None:
@@ -84,16 +91,11 @@ class FusedModelBackend(PatchExpertBackend):
             raise RuntimeError(f"{type(self).__name__} has no patch experts: call load_models() or bind() first")
         if self.export is None:
             from ..export import ensure_export
-            build = None
-            if self.experts.kind == "ccnf" and self.windows is None:
-                # a first-use export holds only the windows PyCLNF's settings use at each
-                # scale (all sizes: ~0.5 GB); others are built in memory when needed
-                from ..export.layout import settings_ccnf_windows
-                build = {s: settings_ccnf_windows(s) or [11] for s in range(self.experts.n_scales)}
+            build = self.kind.first_use_windows() if self.windows is None else None
             res = ensure_export(self.export_format, self.experts, self.export_dir, self.windows, owner=self,
                                 build_windows=build)
             if res.rebuilt:
-                self._say(f"exported {self.experts.kind.upper()} patch experts to {self.export_format} in "
+                self._say(f"exported {self.kind.name.upper()} patch experts to {self.export_format} in "
                           f"{res.seconds:.1f} s ({res.folder}; {res.reason})")
             self.export = res
         return self.export
@@ -114,16 +116,8 @@ class FusedModelBackend(PatchExpertBackend):
         from .numba_backend import warm_up
         warm_up()
         self.ensure_exported()
-        ex = self.experts
-        for s in range(ex.n_scales):
-            w = 11
-            if ex.kind == "cen":
-                plan = ex.plan(s, 0)
-                if plan.landmarks.size:
-                    self.responses(np.zeros((plan.landmarks.size, w + SUPPORT - 1, w + SUPPORT - 1), np.float32),
-                                   plan.landmarks, s, 0)
-            else:
-                self._ccnf_model_ready(s, w)
+        for s in range(self.experts.n_scales):
+            self.runner.warm_up(s, 11)
 
     # --- model runners (subclasses) ---------------------------------------------
     @abstractmethod
@@ -141,8 +135,36 @@ class FusedModelBackend(PatchExpertBackend):
     def _ccnf_model_ready(self, scale: int, window: int) -> None:
         """Load (or build) the CCNF model of a window ahead of use (optional)."""
 
-    # --- arithmetic ---------------------------------------------------------
-    def _layout(self, scale: int, view: int):
+    def _compute(self, areas, plan_pos, scale, view):
+        return self.runner.compute(areas, plan_pos, scale, view)
+
+
+def _blank(areas: np.ndarray) -> np.ndarray:
+    """Uninitialised (n, w, w) float32 responses for (n, A, A) areas."""
+    w = areas.shape[1] - SUPPORT + 1
+    return np.empty((areas.shape[0], w, w), np.float32)
+
+
+class CENRunner:
+    """CEN arithmetic around the exported models of a :class:`FusedModelBackend`:
+    whole views through the fused model (items in the export's layout order,
+    mirrored patches flipped, sparse values interpolated on the host), small
+    or repeated requests through the per-landmark models."""
+
+    def __init__(self, backend: FusedModelBackend):
+        self.backend = backend
+        self.experts = backend.experts
+        self._layouts: Dict[tuple, tuple] = {}
+
+    def warm_up(self, scale: int, window: int) -> None:
+        """Run the fused model of view 0 once on zero areas."""
+        plan = self.experts.plan(scale, 0)
+        if plan.landmarks.size:
+            A = window + SUPPORT - 1
+            self.backend.responses(np.zeros((plan.landmarks.size, A, A), np.float32), plan.landmarks, scale, 0)
+
+    def layout(self, scale: int, view: int):
+        """(CENViewLayout, item of each plan position, flipped items) of a view (cached)."""
         key = (scale, view)
         lay = self._layouts.get(key)
         if lay is None:
@@ -154,24 +176,21 @@ class FusedModelBackend(PatchExpertBackend):
             self._layouts[key] = lay
         return lay
 
-    def _compute(self, areas, plan_pos, scale, view):
+    def compute(self, areas, plan_pos, scale, view):
         plan = self.experts.plan(scale, view)
         K = plan.landmarks.size
-        unique = np.unique(plan_pos).size == plan_pos.size
-        if self.experts.kind == "cen":
-            if plan_pos.size <= SMALL_REQUEST and plan_pos.size < K:
-                return self._cen_by_landmark(areas, plan.landmarks[plan_pos], scale, view)
-            return self._cen_fused(areas, plan_pos, scale, view, K)
-        return self._ccnf(areas, plan_pos, scale, view, K, unique)
+        if plan_pos.size <= SMALL_REQUEST and plan_pos.size < K:
+            return self._by_landmark(areas, plan.landmarks[plan_pos], scale, view)
+        return self._fused(areas, plan_pos, scale, view, K)
 
-    def _cen_by_landmark(self, areas, landmarks, scale, view):
-        out = np.empty((areas.shape[0], areas.shape[1] - SUPPORT + 1, areas.shape[2] - SUPPORT + 1), np.float32)
+    def _by_landmark(self, areas, landmarks, scale, view):
+        out = _blank(areas)
         for lm in np.unique(landmarks):
             idx = np.nonzero(landmarks == lm)[0]
-            out[idx] = self._run_cen_landmark(scale, int(lm), view, np.ascontiguousarray(areas[idx]))
+            out[idx] = self.backend._run_cen_landmark(scale, int(lm), view, np.ascontiguousarray(areas[idx]))
         return out
 
-    def _cen_fused(self, areas, plan_pos, scale, view, K):
+    def _fused(self, areas, plan_pos, scale, view, K):
         """The fused model on the areas of one or many faces.
 
         Items are arranged by layout item and copy: ``c`` = the largest
@@ -180,7 +199,7 @@ class FusedModelBackend(PatchExpertBackend):
         item side by side (features (K, c*P, 122)), in chunks of at most
         :data:`FUSED_CHUNK_BYTES` of features.  Missing copies are zero areas.
         """
-        lay, item_of_plan, flipped = self._layout(scale, view)
+        lay, item_of_plan, flipped = self.layout(scale, view)
         k, A = areas.shape[0], areas.shape[1]
         w = A - SUPPORT + 1
         P = (w * w - 1) // 2
@@ -206,7 +225,7 @@ class FusedModelBackend(PatchExpertBackend):
             if flipped.size:
                 a[fl] = a[fl][:, :, ::-1]
             X = _NUMBA_KERNELS.im2col(a, SUPPORT, True).reshape(K, cc * P, -1)
-            values = np.ascontiguousarray(self._run_cen_fused(scale, view, X), dtype=np.float32)
+            values = np.ascontiguousarray(self.backend._run_cen_fused(scale, view, X), dtype=np.float32)
             dense = _kernels.sparse_to_dense(values.reshape(K * cc, P), w)
             if flipped.size:
                 dense[fl] = dense[fl][:, :, ::-1]
@@ -214,27 +233,41 @@ class FusedModelBackend(PatchExpertBackend):
             out[tab.reshape(-1)[real]] = dense[real]
         return out
 
-    def _ccnf(self, areas, plan_pos, scale, view, K, unique):
-        if not unique:
+
+class CCNFRunner:
+    """CCNF around the exported models: all landmarks of a view and window in
+    one fused model (neurons, CRF and minimum shift inside the model)."""
+
+    def __init__(self, backend: FusedModelBackend):
+        self.backend = backend
+        self.experts = backend.experts
+
+    def warm_up(self, scale: int, window: int) -> None:
+        """Load (or build) the model of ``window`` at ``scale``."""
+        self.backend._ccnf_model_ready(scale, window)
+
+    def compute(self, areas, plan_pos, scale, view):
+        K = self.experts.plan(scale, view).landmarks.size
+        if np.unique(plan_pos).size != plan_pos.size:
             # the same landmark twice: evaluate in rounds of distinct landmarks
-            out = np.empty((areas.shape[0], areas.shape[1] - SUPPORT + 1, areas.shape[2] - SUPPORT + 1),
-                           np.float32)
+            out = _blank(areas)
             remaining = np.arange(plan_pos.size)
             while remaining.size:
                 _, first = np.unique(plan_pos[remaining], return_index=True)
                 sel = remaining[first]
-                out[sel] = self._ccnf(areas[sel], plan_pos[sel], scale, view, K, True)
+                out[sel] = self.compute(areas[sel], plan_pos[sel], scale, view)
                 remaining = np.setdiff1d(remaining, sel)
             return out
         A = areas.shape[1]
         w = A - SUPPORT + 1
-        if plan_pos.size == K and unique and np.all(plan_pos == np.arange(K)):
-            a = areas
-        else:
-            a = np.zeros((K, A, A), np.float32)
+        whole = plan_pos.size == K and np.all(plan_pos == np.arange(K))
+        a = areas if whole else np.zeros((K, A, A), np.float32)
+        if not whole:
             a[plan_pos] = areas
         X = _NUMBA_KERNELS.im2col(a, SUPPORT, False)
-        resp = np.ascontiguousarray(self._run_ccnf(scale, w, view, X), dtype=np.float32)
-        if a is areas:
-            return resp
-        return resp[plan_pos]
+        resp = np.ascontiguousarray(self.backend._run_ccnf(scale, w, view, X), dtype=np.float32)
+        return resp if whole else resp[plan_pos]
+
+
+#: The runner of each kind of patch experts.
+_RUNNERS: Dict[type, Type] = {CENKind: CENRunner, CCNFKind: CCNFRunner}

@@ -135,14 +135,13 @@ class CoreMLCENBackend(FusedModelBackend):
         if per_view is not None:
             return self._folder(scale) / per_view[view]
         # a window the export lacks: build its package next to the backend
-        from ..export.coreml_export import _MIL, _ccnf_package
-        from ..export.layout import ccnf_view_pack
+        from ..export.coreml_export import write_ccnf_package
         if self._extra_dir is None:
             self._extra_dir = tempfile.TemporaryDirectory(prefix="pyclnf-coreml-")
         path = Path(self._extra_dir.name) / f"s{scale}_w{window}_view{view}.mlpackage"
         if not path.exists():
             self._say(f"coreml backend: window {window} is not in the export; building it")
-            _ccnf_package(_MIL(), self.experts, scale, view, ccnf_view_pack(self.experts, scale, view, window), path)
+            write_ccnf_package(self.experts, scale, view, window, path)
         return path
 
     def _run_ccnf(self, scale, window, view, features):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 from ..patch_experts import PatchExpertSet, load_expert_set
+from .kinds import expert_kind, normalise_windows
 from .manifest import (ExportManifest, StagedExport, check_export, default_export_dir, read_manifest,
                        source_entries)
 
@@ -55,22 +56,6 @@ class ExportResult:
     rebuilt: bool
     seconds: float
     reason: str = ""
-
-
-def _normalise_windows(experts: PatchExpertSet, windows) -> Optional[Dict[int, list]]:
-    """None, a sequence of window sizes for every scale, or a dict scale -> sizes."""
-    if windows is None:
-        return None
-    if isinstance(windows, dict):
-        out = {int(k): sorted({int(w) for w in v}) for k, v in windows.items()}
-    else:
-        ws = sorted({int(w) for w in windows})
-        out = {s: ws for s in range(experts.n_scales)}
-    for ws in out.values():
-        for w in ws:
-            if w < 3 or w % 2 == 0:
-                raise ValueError(f"CCNF window sizes must be odd and >= 3, got {w}")
-    return out
 
 
 def _temporary_folder(owner) -> Path:
@@ -113,14 +98,15 @@ def ensure_export(fmt: str, experts: PatchExpertSet, out_dir=None, windows=None,
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     t0 = time.perf_counter()
-    wins = _normalise_windows(experts, windows) if experts.kind == "ccnf" else None
-    options = None if (experts.kind == "ccnf" and wins is None) else _options(experts, wins)
+    kind = expert_kind(experts)
+    wins = normalise_windows(experts.n_scales, windows)
+    options = kind.export_options(wins)
     files = list(experts.source_files)
     if files and len(files) != experts.n_scales:
         raise ValueError(f"experts name {len(files)} source files for {experts.n_scales} scales")
     sources = []
     if files:
-        folder = Path(out_dir) if out_dir is not None else default_export_dir(fmt, experts.kind, files)
+        folder = Path(out_dir) if out_dir is not None else default_export_dir(fmt, kind.name, files)
         sources = source_entries(files)
         if not force:
             m, reason = check_export(folder, fmt, files, options, sources)
@@ -131,9 +117,9 @@ def ensure_export(fmt: str, experts: PatchExpertSet, out_dir=None, windows=None,
     else:
         folder = Path(out_dir) if out_dir is not None else _temporary_folder(owner)
         reason = "patch experts built in memory (no source files)"
-    if wins is None and experts.kind == "ccnf" and build_windows is not None:
-        wins = _normalise_windows(experts, build_windows)
-    log.info("exporting %s %s patch experts to %s: %s", experts.kind.upper(), fmt, folder, reason)
+    if wins is None and build_windows is not None:
+        wins = normalise_windows(experts.n_scales, build_windows)
+    log.info("exporting %s %s patch experts to %s: %s", kind.name.upper(), fmt, folder, reason)
     with StagedExport(folder) as stage:
         if fmt == "onnx":
             from .onnx_export import OPSET, onnx_package_versions, write_onnx_models
@@ -143,18 +129,12 @@ def ensure_export(fmt: str, experts: PatchExpertSet, out_dir=None, windows=None,
             from .coreml_export import coreml_package_versions, write_coreml_models, SPEC_TARGET
             scales = write_coreml_models(experts, stage.path, wins, progress)
             opset, packages = SPEC_TARGET, coreml_package_versions()
-        if experts.kind == "ccnf" and options is None:
-            options = _options(experts, {e["index"]: e["windows"] for e in scales})
-        manifest = ExportManifest(format=fmt, kind=experts.kind, sources=sources, scales=scales,
-                                  options=options or {}, opset=opset, packages=packages)
+        if options is None:
+            options = kind.export_options({e["index"]: e["windows"] for e in scales})
+        manifest = ExportManifest(format=fmt, kind=kind.name, sources=sources, scales=scales,
+                                  options=options, opset=opset, packages=packages)
         stage.commit(manifest)
     return ExportResult(folder, manifest, True, time.perf_counter() - t0, reason)
-
-
-def _options(experts: PatchExpertSet, wins) -> dict:
-    if experts.kind != "ccnf":
-        return {}
-    return {"windows": {str(k): list(v) for k, v in sorted(wins.items())}}
 
 
 def export_onnx(model_dir=None, out_dir=None, model: str = "ceclm", scales: Optional[Sequence[int]] = None,

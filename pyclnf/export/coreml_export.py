@@ -55,10 +55,10 @@ from ..models.cen import LINEAR, RELU, SIGMOID
 from ..patch_experts import PatchExpertSet, SUPPORT
 from .layout import (LAYOUT_VERSION, N_FEATURES, cen_block_arrays, cen_landmark_layout, cen_slot_arrays,
                      cen_view_layout, ccnf_view_pack, default_ccnf_windows)
-from .onnx_export import scale_folder_name
+from .kinds import ScaleWriter, write_models
 
 __all__ = ["SPEC_TARGET", "MAX_BATCH", "AREA_RANGE", "MAX_POSITIONS", "import_coremltools",
-           "write_coreml_models", "coreml_package_versions"]
+           "CoreMLWriter", "write_coreml_models", "write_ccnf_package", "coreml_package_versions"]
 
 #: Deployment target of the exported ML Programs.
 SPEC_TARGET = "macOS13"
@@ -260,69 +260,69 @@ def _ccnf_package(mil: _MIL, experts: PatchExpertSet, scale: int, view: int, pac
                 f"view {view}, window {w}: features ({K},{w * w},122) -> response ({K},{w},{w})", path)
 
 
+def write_ccnf_package(experts: PatchExpertSet, scale: int, view: int, window: int, path: Path) -> None:
+    """Write the fused CCNF package of one scale, view and window to ``path``
+    (what :class:`CoreMLWriter` writes per view, for a window an export lacks)."""
+    _ccnf_package(_MIL(), experts, scale, view, ccnf_view_pack(experts, scale, view, window), Path(path))
+
+
 # --------------------------------------------------------------------------- driver
+class CoreMLWriter(ScaleWriter):
+    """Writes the CoreML packages of one scale (see the module docstring);
+    views without any expert get no fused package (``None`` in the entry)."""
+
+    def __init__(self):
+        self.mil = _MIL()
+
+    def write_cen_scale(self, experts, scale, folder, emit) -> dict:
+        fused, views = [], []
+        for v in range(experts.n_views(scale)):
+            lay = cen_view_layout(experts, scale, v)
+            views.append(lay.to_json())
+            if lay.n_items == 0:
+                fused.append(None)
+                continue
+            name = f"fused_view{v}.mlpackage"
+            _cen_fused_package(self.mil, experts, scale, lay, folder / name)
+            emit(folder / name)
+            fused.append(name)
+        landmarks = []
+        for lm in range(experts.n_points):
+            name = f"landmark_{lm:02d}.mlpackage"
+            _cen_landmark_package(self.mil, experts, scale, lm, folder / name)
+            emit(folder / name)
+            landmarks.append(name)
+        return {"fused": fused, "landmarks": landmarks, "views": views}
+
+    def write_ccnf_scale(self, experts, scale, folder, windows, emit) -> dict:
+        files = {}
+        for w in windows:
+            per_view = []
+            for v in range(experts.n_views(scale)):
+                pack = ccnf_view_pack(experts, scale, v, w)
+                if pack.landmarks.size == 0:
+                    per_view.append(None)
+                    continue
+                name = f"fused_w{w}_view{v}.mlpackage"
+                _ccnf_package(self.mil, experts, scale, v, pack, folder / name)
+                emit(folder / name)
+                per_view.append(name)
+            files[str(w)] = per_view
+        return {"fused": files}
+
+
 def write_coreml_models(experts: PatchExpertSet, folder, windows: Optional[Dict[int, Sequence[int]]] = None,
                         emit: Optional[Callable[[Path], None]] = None) -> List[dict]:
-    """Write every CoreML package of ``experts`` into ``folder`` (no manifest).
-
-    Parameters and return value as :func:`pyclnf.export.onnx_export.write_onnx_models`;
-    views without any expert get no fused package (``None`` in the entry).
-    """
-    mil = _MIL()
+    """Write every CoreML package of ``experts`` into ``folder`` (no manifest); see
+    :func:`pyclnf.export.kinds.write_models` for the parameters."""
+    writer = CoreMLWriter()
     # coremltools runs gc.collect() on every conversion; freezing the objects
     # that exist now (the experts, ...) makes those collections cheap
     freeze = gc.get_freeze_count() == 0
     if freeze:
         gc.freeze()
     try:
-        return _write_all(mil, experts, Path(folder), windows, emit or (lambda p: None))
+        return write_models(writer, experts, folder, windows, emit)
     finally:
         if freeze:
             gc.unfreeze()
-
-
-def _write_all(mil, experts, folder, windows, emit) -> List[dict]:
-    entries, used = [], []
-    for s in range(experts.n_scales):
-        sub = scale_folder_name(experts.kind, experts.patch_scaling[s], used)
-        used.append(sub)
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-        entry = {"index": s, "folder": sub, "patch_scaling": float(experts.patch_scaling[s]),
-                 "n_views": experts.n_views(s), "n_points": experts.n_points}
-        if experts.kind == "cen":
-            fused, views = [], []
-            for v in range(experts.n_views(s)):
-                lay = cen_view_layout(experts, s, v)
-                views.append(lay.to_json())
-                if lay.n_items == 0:
-                    fused.append(None)
-                    continue
-                name = f"fused_view{v}.mlpackage"
-                _cen_fused_package(mil, experts, s, lay, folder / sub / name)
-                emit(folder / sub / name)
-                fused.append(name)
-            landmarks = []
-            for lm in range(experts.n_points):
-                name = f"landmark_{lm:02d}.mlpackage"
-                _cen_landmark_package(mil, experts, s, lm, folder / sub / name)
-                emit(folder / sub / name)
-                landmarks.append(name)
-            entry.update({"fused": fused, "landmarks": landmarks, "views": views})
-        else:
-            ws = list(windows[s]) if windows and s in windows else default_ccnf_windows(experts, s)
-            files = {}
-            for w in ws:
-                per_view = []
-                for v in range(experts.n_views(s)):
-                    pack = ccnf_view_pack(experts, s, v, w)
-                    if pack.landmarks.size == 0:
-                        per_view.append(None)
-                        continue
-                    name = f"fused_w{w}_view{v}.mlpackage"
-                    _ccnf_package(mil, experts, s, v, pack, folder / sub / name)
-                    emit(folder / sub / name)
-                    per_view.append(name)
-                files[str(w)] = per_view
-            entry.update({"windows": ws, "fused": files})
-        entries.append(entry)
-    return entries

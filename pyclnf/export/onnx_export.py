@@ -60,10 +60,11 @@ import numpy as np
 
 from ..models.cen import LINEAR, RELU, SIGMOID
 from ..patch_experts import PatchExpertSet, SUPPORT
+from .kinds import ScaleWriter, write_models
 from .layout import (LAYOUT_VERSION, N_FEATURES, CENViewLayout, cen_block_arrays, cen_landmark_layout,
                      cen_view_layout, ccnf_view_pack)
 
-__all__ = ["OPSET", "IR_VERSION", "write_onnx_models", "build_ccnf_model", "scale_folder_name",
+__all__ = ["OPSET", "IR_VERSION", "ONNXWriter", "write_onnx_models", "build_ccnf_model",
            "onnx_package_versions"]
 
 #: ONNX operator set of the exported models.
@@ -93,17 +94,6 @@ def onnx_package_versions() -> Dict[str, str]:
     except ModuleNotFoundError:
         pass
     return out
-
-
-def scale_folder_name(kind: str, patch_scaling: float, used: Sequence[str] = ()) -> str:
-    """``cen_0.25``-style sub-folder of one scale (suffixed if already used)."""
-    name = f"{kind}_{patch_scaling:.2f}"
-    k = 1
-    base = name
-    while name in used:
-        k += 1
-        name = f"{base}_{k}"
-    return name
 
 
 # --------------------------------------------------------------------------- graph helpers
@@ -498,46 +488,24 @@ def build_ccnf_model(experts: PatchExpertSet, scale: int, window: int):
 
 
 # --------------------------------------------------------------------------- driver
+class ONNXWriter(ScaleWriter):
+    """Writes the ONNX models of one scale (see the module docstring)."""
+
+    def write_cen_scale(self, experts, scale, folder, emit) -> dict:
+        return _write_cen_scale(experts, scale, folder, emit)
+
+    def write_ccnf_scale(self, experts, scale, folder, windows, emit) -> dict:
+        files = {}
+        for w in windows:
+            name = f"fused_w{w}.onnx"
+            _save(build_ccnf_model(experts, scale, w), folder / name)
+            emit(folder / name)
+            files[str(w)] = name
+        return {"fused": files}
+
+
 def write_onnx_models(experts: PatchExpertSet, folder, windows: Optional[Dict[int, Sequence[int]]] = None,
                       emit: Optional[Callable[[Path], None]] = None) -> List[dict]:
-    """Write every ONNX model of ``experts`` into ``folder`` (no manifest).
-
-    Parameters
-    ----------
-    experts : PatchExpertSet
-        CEN or CCNF experts, all scales.
-    folder : path
-        Existing or new folder; files are (over)written.
-    windows : dict scale -> window sizes, optional
-        CCNF only; default :func:`pyclnf.export.layout.default_ccnf_windows`.
-    emit : callable(path), optional
-        Called after each file is written (progress).
-
-    Returns
-    -------
-    list of dict
-        One manifest entry per scale (folder, files, layout).
-    """
-    from .layout import default_ccnf_windows
-    folder = Path(folder)
-    emit = emit or (lambda p: None)
-    entries, used = [], []
-    for s in range(experts.n_scales):
-        sub = scale_folder_name(experts.kind, experts.patch_scaling[s], used)
-        used.append(sub)
-        entry = {"index": s, "folder": sub, "patch_scaling": float(experts.patch_scaling[s]),
-                 "n_views": experts.n_views(s), "n_points": experts.n_points}
-        if experts.kind == "cen":
-            entry.update(_write_cen_scale(experts, s, folder / sub, emit))
-        else:
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-            ws = list(windows[s]) if windows and s in windows else default_ccnf_windows(experts, s)
-            files = {}
-            for w in ws:
-                name = f"fused_w{w}.onnx"
-                _save(build_ccnf_model(experts, s, w), folder / sub / name)
-                emit(folder / sub / name)
-                files[str(w)] = name
-            entry.update({"windows": ws, "fused": files})
-        entries.append(entry)
-    return entries
+    """Write every ONNX model of ``experts`` into ``folder`` (no manifest); see
+    :func:`pyclnf.export.kinds.write_models` for the parameters."""
+    return write_models(ONNXWriter(), experts, folder, windows, emit)
