@@ -23,7 +23,7 @@ from pyclnf.backends.numba_backend import NumbaBackend
 from pyclnf.export import ensure_export, export_onnx, load_expert_set, read_manifest
 from pyclnf.export.layout import cen_view_layout
 from pyclnf.export.manifest import MANIFEST_NAME
-from pyclnf.models._hashing import file_sha256
+from pyclnf.models import file_sha256
 from pyclnf.models.cen import RELU, SIGMOID, read_cen, write_cen
 
 RESP_TOL = 1e-4

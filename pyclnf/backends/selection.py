@@ -55,8 +55,8 @@ class Choice:
 def choice_path() -> Path:
     """Where :func:`record_choice` writes: ``<user cache>/backend-choice.json``
     (the user cache is ``$PYCLNF_CACHE_DIR``, else ``~/.cache/pyclnf`` and the
-    platform's equivalents, see :func:`pyclnf.export.manifest.user_cache_dir`)."""
-    from ..export.manifest import user_cache_dir
+    platform's equivalents, see :func:`pyclnf.models.locate.user_cache_dir`)."""
+    from ..models.locate import user_cache_dir
     return user_cache_dir() / CHOICE_FILE
 
 

@@ -17,7 +17,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ..patch_experts import PatchExpertSet, load_expert_set
 from .kinds import expert_kind, normalise_windows
@@ -137,7 +137,7 @@ def ensure_export(fmt: str, experts: PatchExpertSet, out_dir=None, windows=None,
     return ExportResult(folder, manifest, True, time.perf_counter() - t0, reason)
 
 
-def export_onnx(model_dir=None, out_dir=None, model: str = "ceclm", scales: Optional[Sequence[int]] = None,
+def export_onnx(model_dir=None, out_dir=None, model: str = "ceclm", scales: Optional[Sequence] = None,
                 windows=None, force: bool = False, progress=None) -> ExportResult:
     """Export the patch experts of ``model`` in ``model_dir`` to ONNX.
 
@@ -148,8 +148,9 @@ def export_onnx(model_dir=None, out_dir=None, model: str = "ceclm", scales: Opti
     out_dir : path, optional
         Export folder (default: the user cache, see :mod:`pyclnf.export.manifest`).
     model : {"ceclm", "clnf"}
-    scales : sequence of int, optional
-        Scale indices (default all).
+    scales : sequence of float or of int, optional
+        Patch scalings (e.g. ``[0.25, 0.35]``) or file indices (default all;
+        see :func:`pyclnf.patch_experts.resolve_scale`).
     windows : sequence of int, optional
         CCNF window sizes (default: all PyCLNF's settings use).
     force : bool
@@ -164,7 +165,7 @@ def export_onnx(model_dir=None, out_dir=None, model: str = "ceclm", scales: Opti
     return ensure_export("onnx", experts, out_dir, windows, force, progress)
 
 
-def export_coreml(model_dir=None, out_dir=None, model: str = "ceclm", scales: Optional[Sequence[int]] = None,
+def export_coreml(model_dir=None, out_dir=None, model: str = "ceclm", scales: Optional[Sequence] = None,
                   windows=None, force: bool = False, progress=None) -> ExportResult:
     """Export the patch experts of ``model`` to CoreML ML Programs (see :func:`export_onnx`)."""
     experts = load_expert_set(model_dir, model, scales)

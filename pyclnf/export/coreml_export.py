@@ -54,7 +54,7 @@ import numpy as np
 from ..models.cen import LINEAR, RELU, SIGMOID
 from ..patch_experts import PatchExpertSet, SUPPORT
 from .layout import (LAYOUT_VERSION, N_FEATURES, cen_block_arrays, cen_landmark_layout, cen_slot_arrays,
-                     cen_view_layout, ccnf_view_pack, default_ccnf_windows)
+                     cen_view_layout, ccnf_view_pack)
 from .kinds import ScaleWriter, write_models
 
 __all__ = ["SPEC_TARGET", "MAX_BATCH", "AREA_RANGE", "MAX_POSITIONS", "import_coremltools",

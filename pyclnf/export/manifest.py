@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .._version import __version__
-from ..models._hashing import file_sha256
+from ..models import file_sha256
 from ..models.locate import CACHE_DIR_ENV, user_cache_dir  # re-exported: the one per-user cache
 from .layout import LAYOUT_VERSION
 

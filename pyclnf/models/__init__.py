@@ -11,6 +11,7 @@ else a per-user data folder (see :mod:`pyclnf.models.locate`).
 Importing this package touches neither the network nor the disk.
 """
 
+from ._hashing import file_sha256
 from .install import InstallFailure, InstallResult, ensure_models, install_models
 from .license import ACCEPT_LICENSE_ENV, LICENSE_URL, LicenseNotAcceptedError
 from .locate import MODEL_DIR_ENV, default_model_dir, find_model_dir
@@ -35,4 +36,5 @@ __all__ = [
     "VerifyReport",
     "FileStatus",
     "LicenseNotAcceptedError",
+    "file_sha256",
 ]
