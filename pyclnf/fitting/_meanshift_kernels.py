@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 
 import numpy as np
 from .._numba_cache import njit
@@ -73,6 +75,99 @@ def kde_mean_shift(responses, dxs, dys, visible, a):
         out[i, 0] = mx / s - dx
         out[i, 1] = my / s - dy
     return out
+
+
+@njit(cache=True, nogil=True)
+def build_kde_table(a, w):
+    """OpenFace's precomputed KDE: the Gaussian weights of every snapped
+    centre, as :func:`kde_mean_shift` computes them.
+
+    Parameters
+    ----------
+    a : float32, -0.5 / sigma**2
+    w : int, response-map side
+
+    Returns
+    -------
+    (10w+1, 10w+1, w, w) float32: entry [row, col, ii, jj] is the weight of
+    response pixel (ii, jj) for a centre snapped to x = row/10, y = col/10
+    (the exact float32 values of :func:`kde_mean_shift`).
+    """
+    R = 10 * w + 1
+    step = np.float32(0.1)
+    out = np.empty((R, R, w, w), dtype=np.float32)
+    for row in range(R):
+        gx = np.float32(row) * step
+        for col in range(R):
+            gy = np.float32(col) * step
+            for ii in range(w):
+                vx = (gy - np.float32(ii)) * (gy - np.float32(ii))
+                for jj in range(w):
+                    vy = (gx - np.float32(jj)) * (gx - np.float32(jj))
+                    out[row, col, ii, jj] = np.float32(math.exp(np.float32(a * (vx + vy))))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def kde_mean_shift_table(responses, dxs, dys, visible, table):
+    """:func:`kde_mean_shift` with the Gaussian weights read from
+    :func:`build_kde_table` (no exponentials; bit-identical result)."""
+    n, w, _ = responses.shape
+    out = np.zeros((n, 2), dtype=np.float32)
+    step = np.float32(0.1)
+    upper = np.float32(w) - step
+    for i in range(n):
+        if not visible[i]:
+            continue
+        dx = dxs[i]
+        dy = dys[i]
+        if dx < 0:
+            dx = np.float32(0.0)
+        if dy < 0:
+            dy = np.float32(0.0)
+        if dx > upper:
+            dx = upper
+        if dy > upper:
+            dy = upper
+        col = int(np.float64(dy / step) + 0.5)
+        row = int(np.float64(dx / step) + 0.5)
+        k = table[row, col]
+        mx = np.float32(0.0)
+        my = np.float32(0.0)
+        s = np.float32(0.0)
+        for ii in range(w):
+            for jj in range(w):
+                v = responses[i, ii, jj] * k[ii, jj]
+                s += v
+                mx += v * np.float32(jj)
+                my += v * np.float32(ii)
+        if s == 0:
+            continue
+        out[i, 0] = mx / s - dx
+        out[i, 1] = my / s - dy
+    return out
+
+
+_TABLES = OrderedDict()
+_TABLES_LOCK = threading.Lock()
+#: KDE tables kept (one per sigma and window in use; 6 MB for an 11x11 window)
+MAX_TABLES = 24
+
+
+def kde_table(a, w: int) -> np.ndarray:
+    """The (cached) :func:`build_kde_table` of ``a`` (float32) and ``w``."""
+    key = (float(np.float32(a)), int(w))
+    with _TABLES_LOCK:
+        t = _TABLES.get(key)
+        if t is not None:
+            _TABLES.move_to_end(key)
+            return t
+    t = build_kde_table(np.float32(a), int(w))
+    with _TABLES_LOCK:
+        _TABLES[key] = t
+        while len(_TABLES) > MAX_TABLES:
+            _TABLES.popitem(last=False)
+    return t
 
 
 @njit(cache=True, nogil=True)

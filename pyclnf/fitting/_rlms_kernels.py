@@ -18,7 +18,7 @@ import math
 import numpy as np
 from .._numba_cache import njit
 
-from ._meanshift_kernels import kde_mean_shift
+from ._meanshift_kernels import kde_mean_shift_table, kde_table
 
 F32 = np.float32
 
@@ -260,9 +260,18 @@ def solve_normal_equations(J, Jw, mvec, reg, p, rigid):
     return dp
 
 
-@njit(cache=True, nogil=True)
 def rlms_iterations(mean, pc, eig_limit, g, p, responses, base_shape, sim_i2r, sim_r2i,
                     visible, weights, reg, a, n_iter, rigid):
+    """One RLMS phase (OpenFace's ``NU_RLMS`` loop): :func:`rlms_iterations_table`
+    with the KDE table of ``a`` and the window (built once, then cached)."""
+    table = kde_table(a, responses.shape[1])
+    return rlms_iterations_table(mean, pc, eig_limit, g, p, responses, base_shape, sim_i2r, sim_r2i,
+                                 visible, weights, reg, table, n_iter, rigid)
+
+
+@njit(cache=True, nogil=True)
+def rlms_iterations_table(mean, pc, eig_limit, g, p, responses, base_shape, sim_i2r, sim_r2i,
+                          visible, weights, reg, table, n_iter, rigid):
     """One RLMS phase (OpenFace's ``NU_RLMS`` loop).
 
     Parameters
@@ -274,7 +283,8 @@ def rlms_iterations(mean, pc, eig_limit, g, p, responses, base_shape, sim_i2r, s
     visible : (n,) bool
     weights : (2n,) float32 NU-RLMS weights (all 1 for plain RLMS)
     reg : (6[+m],) float32 regularisation diagonal
-    a : float32, -0.5 / sigma^2
+    table : (10w+1, 10w+1, w, w) float32 KDE weights of -0.5 / sigma^2
+        (:func:`~pyclnf.fitting._meanshift_kernels.kde_table`)
 
     Returns
     -------
@@ -310,7 +320,7 @@ def rlms_iterations(mean, pc, eig_limit, g, p, responses, base_shape, sim_i2r, s
             oy = cur[i, 1] - base_shape[i, 1]
             dxs[i] = (ox * sim_i2r[0, 0] + oy * sim_i2r[0, 1]) + half
             dys[i] = (ox * sim_i2r[1, 0] + oy * sim_i2r[1, 1]) + half
-        ms = kde_mean_shift(responses, dxs, dys, visible, a)
+        ms = kde_mean_shift_table(responses, dxs, dys, visible, table)
         for i in range(n):
             if visible[i]:
                 mvec[i] = ms[i, 0] * sim_r2i[0, 0] + ms[i, 1] * sim_r2i[0, 1]

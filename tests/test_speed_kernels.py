@@ -1,0 +1,51 @@
+"""The faster kernels compute exactly what the plain ones do (tolerance 0:
+same float32 operations in the same order, only reorganised)."""
+
+import numpy as np
+import pytest
+
+from pyclnf.backends import _kernels as K
+from pyclnf.fitting._meanshift_kernels import build_kde_table, kde_mean_shift, kde_mean_shift_table, kde_table
+
+
+@pytest.mark.parametrize("A", [11, 13, 15, 17, 19, 21, 25])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_im2col_gather_equals_im2col_of_gathered_flipped_areas(A, sparse):
+    rng = np.random.default_rng(A)
+    areas = (rng.random((9, A, A)) * 255).astype(np.float32)
+    areas[2] = 7.0                       # constant patch: zero norm, kept as is
+    flip = rng.random(9) < 0.5
+    items = np.array([4, 0, 2, 2, 8, 1, 7], np.int64)   # any order, repeats allowed
+    a = areas[items].copy()
+    f = flip[items]
+    a[f] = a[f][:, :, ::-1]
+    want = K.im2col_contrast_norm(a, 11, sparse)
+    got = K.im2col_gather(areas, items, flip, 11, sparse)
+    assert got.shape == want.shape
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("w", [3, 5, 7, 9, 11, 15])
+def test_kde_table_mean_shift_equals_direct(w):
+    rng = np.random.default_rng(w)
+    n = 40
+    r = rng.random((n, w, w)).astype(np.float32)
+    r[3] = 0                              # all-zero map: no shift
+    # positions inside, on the 0.1 grid, at and beyond both borders
+    dx = rng.uniform(-1, w + 1, n).astype(np.float32)
+    dy = rng.uniform(-1, w + 1, n).astype(np.float32)
+    dx[:4] = [0, w - 1, np.float32(w) - np.float32(0.1), 2.05]
+    vis = rng.random(n) < 0.9
+    for sigma in (1.5, 2.25, 1.75):
+        a = np.float32(-0.5 / (np.float32(sigma) * np.float32(sigma)))
+        want = kde_mean_shift(r, dx, dy, vis, a)
+        got = kde_mean_shift_table(r, dx, dy, vis, kde_table(a, w))
+        assert np.array_equal(got, want)
+
+
+def test_kde_table_is_cached_and_shaped():
+    a = np.float32(-0.2)
+    t = kde_table(a, 5)
+    assert t.shape == (51, 51, 5, 5) and t.dtype == np.float32
+    assert kde_table(a, 5) is t
+    assert np.array_equal(t, build_kde_table(a, 5))
