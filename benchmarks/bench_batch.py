@@ -2,12 +2,14 @@
 per-task overhead of the Dask cluster.
 
     python benchmarks/bench_batch.py                    # 8 clips x 30 frames, 1 and 2 workers
-    python benchmarks/bench_batch.py --clips 12 --frames 60 --workers 1 2 4
+    python benchmarks/bench_batch.py --clips 12 --frames 60 --workers 1 2 4 --here
 
-Each configuration runs on a fresh embedded cluster (``LocalCluster`` on
-127.0.0.1, processes, one thread and one Numba thread per worker).  The workers are warmed up first (models loaded, the
-Numba kernels compiled or read from cache, one 2-frame clip tracked), so the
-figures are the steady state of a long batch.  Printed per configuration:
+Each configuration has its own embedded cluster (``LocalCluster`` on
+127.0.0.1, processes, one thread and one Numba thread per worker), all
+started and warmed up (models loaded, the Numba kernels compiled or read from
+cache, one 2-frame clip tracked) before any timing, so the figures are the
+steady state of a long batch; the configurations then alternate for
+``--rounds`` rounds and the medians are printed.  Per configuration:
 
 - frames/s: all frames over the batch's wall time (driver included);
 - fit s: the sum over tasks of the time spent in ``process_file`` (decoding,
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -66,40 +69,14 @@ def _warm(clip: str, options) -> float:
     return time.perf_counter() - t0
 
 
-def run(workers: int, clips: list, warm_clip: str, options, tmp: Path) -> dict:
-    from distributed import Client
-    from pyclnf.batch import process
-    from pyclnf.batch._dask import local_cluster
-    with local_cluster(workers) as cluster, Client(cluster) as client:
-        t0 = time.perf_counter()
-        warm = client.run(_warm, warm_clip, options)
-        t_warm = time.perf_counter() - t0
-        out = tmp / f"out{workers}"
-        t0 = time.perf_counter()
-        summary = process(clips, out, options, scheduler=client, resume=False, progress=False)
-        wall = time.perf_counter() - t0
-    assert summary.exit_code == 0, summary.line()
-    fit = sum(r["seconds"] for r in summary.records)
-    return {"workers": workers, "files": len(clips), "frames": summary.frames, "wall": wall, "fit": fit,
-            "fps": summary.frames / wall, "overhead": (wall * workers - fit) / len(clips),
-            "warm": t_warm, "warm_max": max(warm.values())}
-
-
-def run_here(clips: list, warm_clip: str, options, tmp: Path) -> dict:
-    """``--workers 1``: this process, the patch responses split over Numba's threads."""
-    import numba
+def timed_batch(clips: list, out: Path, options, **kw) -> dict:
+    """One batch over ``clips`` (outputs replaced); wall, frames, fit seconds."""
     from pyclnf.batch import process
     t0 = time.perf_counter()
-    _warm(warm_clip, options)
-    t_warm = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    summary = process(clips, tmp / "out_here", options, workers=1, resume=False, progress=False)
+    summary = process(clips, out, options, resume=False, progress=False, **kw)
     wall = time.perf_counter() - t0
     assert summary.exit_code == 0, summary.line()
-    fit = sum(r["seconds"] for r in summary.records)
-    return {"label": f"1 here ({numba.get_num_threads()} thr)", "workers": 1, "frames": summary.frames,
-            "wall": wall, "fit": fit, "fps": summary.frames / wall, "overhead": (wall - fit) / len(clips),
-            "warm": t_warm}
+    return {"wall": wall, "frames": summary.frames, "fit": sum(r["seconds"] for r in summary.records)}
 
 
 def main(argv=None) -> int:
@@ -107,36 +84,69 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved repetitions (configurations alternate, so that a change in the "
+                         "machine's load hits all of them alike); medians are printed")
     ap.add_argument("--model", default="ceclm", choices=["ceclm", "clnf"])
     ap.add_argument("--here", action="store_true",
                     help="also time --workers 1 in this process (Numba's threads over one file)")
     args = ap.parse_args(argv)
+    import numba
+    from distributed import Client
     from pyclnf.batch import FileOptions
+    from pyclnf.batch._dask import local_cluster
     options = FileOptions(model=args.model, model_dir=str(MODEL_DIR))
     tmp = Path(tempfile.mkdtemp(prefix="pyclnf-bench-batch-"))
+    clusters = []
     try:
         (tmp / "clips").mkdir()
         (tmp / "warm").mkdir()
         clips = make_clips(tmp / "clips", args.clips, args.frames)
         warm_clip = make_clips(tmp / "warm", 1, 2)[0]
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        print(f"{len(clips)} clips x {args.frames} frames, {args.model}, {os.cpu_count()} cores, "
-              f"load average {load:.1f} at start")
-        print(f"{'workers':>16}{'frames':>8}{'wall s':>9}{'frames/s':>10}{'fit s':>9}{'overhead s/file':>17}"
-              f"{'speed-up':>10}{'warm-up s':>11}")
-        base = None
-        rows = [run(w, clips, warm_clip, options, tmp) for w in args.workers]
+        load0 = os.getloadavg()[0]
+        configs = {}
+        for w in args.workers:          # every cluster started and warmed before any timing
+            cluster = local_cluster(w)
+            client = Client(cluster)
+            clusters.append((cluster, client))
+            t0 = time.perf_counter()
+            client.run(_warm, warm_clip, options)
+            configs[f"{w} worker(s)"] = {"workers": w, "kw": {"scheduler": client},
+                                         "warm": time.perf_counter() - t0, "runs": []}
         if args.here:
-            rows.append(run_here(clips, warm_clip, options, tmp))
-        for r in rows:
-            base = base or r["fps"]
-            print(f"{str(r.get('label', r['workers'])):>16}{r['frames']:>8}{r['wall']:>9.1f}{r['fps']:>10.2f}"
-                  f"{r['fit']:>9.1f}"
-                  f"{r['overhead']:>17.3f}{r['fps'] / base:>9.2f}x{r['warm']:>11.1f}")
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        print(f"load average {load:.1f} at the end (other processes share these cores: "
-              f"a load above the core count lowers the speed-up)")
+            t0 = time.perf_counter()
+            _warm(warm_clip, options)
+            configs[f"here, {numba.get_num_threads()} thr"] = {"workers": 1, "kw": {"workers": 1},
+                                                               "warm": time.perf_counter() - t0, "runs": []}
+        names = list(configs)
+        for r in range(args.rounds):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                c = configs[name]
+                c["runs"].append(timed_batch(clips, tmp / "out", options, **c["kw"]))
+        load1 = os.getloadavg()[0]
+        print(f"{len(clips)} clips x {args.frames} frames, {args.model}, {os.cpu_count()} cores, "
+              f"{args.rounds} interleaved rounds, load average {load0:.1f} -> {load1:.1f}"
+              + (" (other processes share these cores)" if max(load0, load1) > os.cpu_count() else ""))
+        print(f"{'configuration':>16}{'frames':>8}{'wall s':>9}{'frames/s':>10}{'fit s':>9}"
+              f"{'overhead s/file':>17}{'speed-up':>10}{'warm-up s':>11}")
+        base = None
+        for name in names:
+            c = configs[name]
+            wall = statistics.median(x["wall"] for x in c["runs"])
+            fit = statistics.median(x["fit"] for x in c["runs"])
+            frames = c["runs"][0]["frames"]
+            fps = frames / wall
+            base = base or fps
+            overhead = (wall * c["workers"] - fit) / len(clips)
+            print(f"{name:>16}{frames:>8}{wall:>9.1f}{fps:>10.2f}{fit:>9.1f}{overhead:>17.3f}"
+                  f"{fps / base:>9.2f}x{c['warm']:>11.1f}")
+        walls = {n: [x["wall"] for x in configs[n]["runs"]] for n in names}
+        print("wall s per round: " + "; ".join(f"{n}: " + " ".join(f"{w:.1f}" for w in ws)
+                                             for n, ws in walls.items()))
     finally:
+        for cluster, client in clusters:
+            client.close()
+            cluster.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

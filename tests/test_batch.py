@@ -281,3 +281,27 @@ def test_without_dask_says_how_to_install(shared_dir, model_dir, tmp_path, monke
     rc, stdout, stderr = _run(["batch", img, "--out-dir", tmp_path / "b", "--model-dir", model_dir] + MODEL_ARGS)
     assert rc == 0 and "pyclnf-accel[batch]" in stderr, stderr
     assert (tmp_path / "b" / "sample1.csv").is_file()
+
+
+@pytest.mark.slow
+def test_full_size_samples_equal_single_file_command(shared_dir, model_dir, tmp_path):
+    """The whole sample videos and sequences (288 + 88 + 30 frames, two
+    same-named copies) on the embedded cluster: CSVs byte-identical to
+    ``pyclnf run``'s."""
+    src = tmp_path / "in"
+    for sub in ("a", "b"):
+        (src / sub).mkdir(parents=True)
+        (src / sub / "default.wmv").symlink_to(_data(shared_dir, "default.wmv"))
+    (src / "b" / "changeLighting.wmv").symlink_to(_data(shared_dir, "changeLighting.wmv"))
+    _seq(_data(shared_dir, "image_sequence"), src / "c" / "image_sequence", 30)
+    out = tmp_path / "out"
+    rc, stdout, stderr = _run(["batch", src, "--out-dir", out, "--workers", "2", "--pdm-params",
+                               "--model-dir", model_dir] + MODEL_ARGS)
+    assert rc == 0, (stdout, stderr)
+    for rel, name in (("a/default", "default.wmv"), ("b/default", "default.wmv"),
+                      ("b/changeLighting", "changeLighting.wmv"), ("c/image_sequence", "image_sequence")):
+        ref = tmp_path / "ref" / rel
+        rc, _, stderr = _run(["run", src / (rel.rsplit("/", 1)[0]) / name, "--out-dir", ref, "--pdm-params",
+                              "--model-dir", model_dir] + MODEL_ARGS)
+        assert rc == 0, stderr
+        assert (out / f"{rel}.csv").read_bytes() == (ref / f"{Path(name).stem}.csv").read_bytes(), rel

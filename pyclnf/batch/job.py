@@ -94,6 +94,7 @@ class FileOptions:
         manifest compares it to decide whether an output is still valid)."""
         d = dataclasses.asdict(self)
         d.pop("backend")      # backends agree to the printed precision
+        d.pop("model_dir")    # the same OpenFace files wherever they are
         return d
 
     def camera(self, shape) -> Optional[Camera]:
