@@ -18,6 +18,8 @@ here, seed 0) -- and each precision of the torch backend (fp32, tf32, bf16):
   validator, and the rest (Python);
 * the same with the part models (eyes) on the torch backend as well (CLNF
   runs them with Numba on the CPU), fp32, the two largest batches;
+* the largest batch split over ``--threads`` threads sharing the detector
+  (the host steps' Numba kernels release the GIL), fp32;
 * with torch.profiler: CUDA kernels launched per batch (batch 1 and 64:
   a per-sample loop shows as kernels growing with the batch) and per
   patch-response call.
@@ -66,33 +68,44 @@ def load_faces(data: Path, limit: int):
     return faces
 
 
-def stub_threadpoolctl():
-    """Install a do-nothing ``threadpoolctl`` when the machine lacks it.
+def stub_missing_packages():
+    """Install small stand-ins for PyCLNF's pure-Python helpers the bare GPU
+    machine lacks; returns a note per stand-in.
 
-    PyCLNF imports threadpoolctl to run its thin BLAS products on one thread
-    (:mod:`pyclnf._threads`); the bare GPU machine has no threadpoolctl.  The
-    stub leaves BLAS thread counts as they are, which changes speed on the
-    CPU, not results.  Returns a note, or None when the real package is there.
+    * ``threadpoolctl`` (:mod:`pyclnf._threads` runs the thin BLAS products on
+      one thread): a stand-in that leaves BLAS thread counts as they are --
+      speed on the CPU may change, results do not;
+    * ``platformdirs`` (:mod:`pyclnf.models.locate`, the per-user folders):
+      ``~/.local/share/<app>`` and ``~/.cache/<app>``, as on Linux.
     """
+    import types
+    notes = []
     try:
         import threadpoolctl  # noqa: F401
-        return None
     except ModuleNotFoundError:
-        pass
-    import types
+        class _Limits:
+            def restore_original_limits(self):
+                pass
 
-    class _Limits:
-        def restore_original_limits(self):
-            pass
+        class ThreadpoolController:
+            def limit(self, limits=None, user_api=None):
+                return _Limits()
 
-    class ThreadpoolController:
-        def limit(self, limits=None, user_api=None):
-            return _Limits()
-
-    mod = types.ModuleType("threadpoolctl")
-    mod.ThreadpoolController = ThreadpoolController
-    sys.modules["threadpoolctl"] = mod
-    return "threadpoolctl is not installed: stubbed (BLAS thread counts not limited during CPU fits)"
+        mod = types.ModuleType("threadpoolctl")
+        mod.ThreadpoolController = ThreadpoolController
+        sys.modules["threadpoolctl"] = mod
+        notes.append("threadpoolctl is not installed: stand-in (BLAS thread counts not limited in CPU fits)")
+    try:
+        import platformdirs  # noqa: F401
+    except ModuleNotFoundError:
+        mod = types.ModuleType("platformdirs")
+        home = Path.home()
+        mod.user_data_dir = lambda app, appauthor=None, **kw: str(home / ".local" / "share" / app)
+        mod.user_cache_dir = lambda app, appauthor=None, **kw: str(home / ".cache" / app)
+        mod.user_config_dir = lambda app, appauthor=None, **kw: str(home / ".config" / app)
+        sys.modules["platformdirs"] = mod
+        notes.append("platformdirs is not installed: stand-in (Linux per-user folders)")
+    return notes
 
 
 # --------------------------------------------------------------------------- fitting
@@ -472,8 +485,8 @@ def summary(report, batches) -> None:
     for r in report["runs"]:
         if r.get("mode") == "responses-only":
             continue
-        key = (r["config"], r.get("precision", "-") + (" +parts" if r.get("parts") == "device" else ""),
-               r["backend"])
+        key = (r["config"], r.get("precision", "-") + (" +parts" if r.get("parts") == "device" else "")
+               + (f" {r['threads']}thr" if r.get("threads") else ""), r["backend"])
         rows.setdefault(key, {})[r["batch"]] = r
     if not rows:
         return
@@ -506,6 +519,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu-faces", type=int, default=None, help="faces fitted on the CPU path (default 16)")
     ap.add_argument("--budget", type=float, default=None, help="seconds before remaining runs are skipped")
     ap.add_argument("--json", type=Path, default=None, help="write every figure here")
+    ap.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1),
+                    help="threads for the variant that splits the largest batch over threads "
+                         "(host steps in parallel; default min(8, CPUs); 1 skips it)")
     ap.add_argument("--no-parts-on-device", dest="parts_on_device", action="store_false",
                     help="skip the variant with the part models (eyes) on the torch backend too")
     ap.add_argument("--responses-only", action="store_true",
@@ -533,10 +549,9 @@ def main(argv=None) -> int:
         report["gpu"] = torch.cuda.get_device_name(0)
     preloaded = [m for m in ("onnx", "onnxruntime", "tqdm", "platformdirs", "threadpoolctl", "scipy")
                  if m in sys.modules]
-    stub_note = stub_threadpoolctl()
-    if stub_note:
-        _say(f"note: {stub_note}")
-        report["notes"].append(stub_note)
+    for note in stub_missing_packages():
+        _say(f"note: {note}")
+        report["notes"].append(note)
     try:
         import pyclnf
         from pyclnf import CLNF
@@ -675,6 +690,32 @@ def main(argv=None) -> int:
                      f"{d.mean():.4f} px, max {d.max():.3f} px")
                 _say(f"        time: {share_txt}")
             del dp
+        # --- host steps on several threads (fp32, the largest batch) ----------------------
+        if args.threads > 1 and max(batches) > 1:
+            det.backend.precision = "fp32"
+            b = max(batches)
+            expected = 1.5 * b * per_face.get(cfg, 0.0) / 2
+            if time.perf_counter() + expected > deadline:
+                report["skipped"].append(f"{cfg} {args.threads} threads batch {b} (time budget)")
+            else:
+                batch = [faces[i % len(faces)] for i in range(b)]
+                shares = [batch[i::args.threads] for i in range(args.threads)]
+                from concurrent.futures import ThreadPoolExecutor
+                with ThreadPoolExecutor(args.threads) as pool:
+                    t = time.perf_counter()
+                    outs = list(pool.map(lambda part: fit_many(det, part), shares))
+                    sec = time.perf_counter() - t
+                lms = np.empty((b, 68, 2))
+                for i, o in enumerate(outs):
+                    lms[i::args.threads] = o
+                n = min(cpu_faces, b)
+                d = np.linalg.norm(lms[:n] - ref[:n], axis=2)
+                report["runs"].append({"config": cfg, "backend": f"torch-{dev.type}", "precision": "fp32",
+                                       "threads": args.threads, "batch": b, "seconds": sec,
+                                       "fits_per_s": b / sec, "diff_mean_px": float(d.mean()),
+                                       "diff_max_px": float(d.max())})
+                _say(f"  fp32, {args.threads} threads each fitting 1/{args.threads} of batch {b}: "
+                     f"{b / sec:8.1f} fits/s; vs CPU: mean {d.mean():.4f} px, max {d.max():.3f} px")
         # --- kernel launches (fp32) ------------------------------------------------------
         if cfg == kernel_cfg and time.perf_counter() < deadline:
             try:

@@ -168,6 +168,25 @@ def test_precision_modes(real_arch_set, gray):
     assert torch.get_float32_matmul_precision() == "highest"   # the global setting is restored
 
 
+def test_concurrent_calls_from_threads(real_arch_set, gray):
+    """Several threads sharing one backend (as fits on several threads do) get
+    the maps a lone call gets, and the process-wide matmul precision is
+    restored afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+    tb = TorchBackend(real_arch_set, device="cpu", precision="tf32")
+    rng = np.random.default_rng(7)
+    jobs = []
+    for v in range(real_arch_set.n_views(0)):
+        lms = np.tile(real_arch_set.plan(0, v).landmarks, 2)
+        jobs.append((image_areas(rng, gray, lms.size, 19), lms, v))
+    alone = [TorchBackend(real_arch_set, device="cpu").responses(a, l, 0, v) for a, l, v in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda j: tb.responses(j[0], j[1], 0, j[2]), jobs * 2))
+    for got, ref in zip(together, alone * 2):
+        assert np.array_equal(got, ref)     # tf32 is fp32 on the CPU
+    assert torch.get_float32_matmul_precision() == "highest"
+
+
 def _recording(cls):
     class Recording(cls):
         calls = []

@@ -37,6 +37,7 @@ created, never by ``import pyclnf.backends``.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -57,6 +58,10 @@ _INSTALL_HINT = "pip install 'pyclnf-accel[torch]'"
 _DEFAULT_CHUNK_BYTES = {"cuda": 2 << 30, "mps": 1 << 30, "cpu": 128 << 20}
 #: Request groupings remembered per backend (each holds a few index tensors).
 _GROUPING_CACHE = 64
+#: torch's float32 matmul precision is process-wide: calls in flight (any
+#: thread, any backend) share one setting, saved by the first and restored by
+#: the last; "high" (TF32) while any TF32 call runs.
+_PRECISION = {"lock": threading.Lock(), "depth": 0, "tf32": 0, "saved": None}
 
 
 def _require_torch():
@@ -193,6 +198,7 @@ class TorchBackend(PatchExpertBackend):
     def _on_bind(self) -> None:
         self._packs: Dict[tuple, _ViewPack] = {}
         self._groupings: "OrderedDict[tuple, List[_Group]]" = OrderedDict()
+        self._lock = threading.Lock()     # the caches may be filled from several threads
         self._tables: Dict[tuple, tuple] = {}
 
     def prepare(self) -> None:
@@ -271,10 +277,11 @@ class TorchBackend(PatchExpertBackend):
         """Items of a request by evaluating expert: per net, a table (E, c) of
         item indices (``k`` pads experts with fewer than c items)."""
         key = (scale, view, plan_pos.size, hash(plan_pos.tobytes()))
-        groups = self._groupings.get(key)
-        if groups is not None:
-            self._groupings.move_to_end(key)
-            return groups
+        with self._lock:
+            groups = self._groupings.get(key)
+            if groups is not None:
+                self._groupings.move_to_end(key)
+                return groups
         torch = self._torch
         pack = self._pack(scale, view, w)     # (the nets' order is the same for every window)
         k = plan_pos.size
@@ -303,9 +310,10 @@ class TorchBackend(PatchExpertBackend):
             table = np.full((counts.size, int(counts.max())), k, np.int64)
             table[loc[order], rank] = sel[order]
             groups.append(_Group(ni, experts, torch.from_numpy(table).to(self.device), table))
-        self._groupings[key] = groups
-        while len(self._groupings) > _GROUPING_CACHE:
-            self._groupings.popitem(last=False)
+        with self._lock:
+            self._groupings[key] = groups
+            while len(self._groupings) > _GROUPING_CACHE:
+                self._groupings.popitem(last=False)
         return groups
 
     def _positions(self, w: int, sparse: bool):
@@ -350,13 +358,27 @@ class TorchBackend(PatchExpertBackend):
     # --- arithmetic -------------------------------------------------------------
     @contextlib.contextmanager
     def _matmul_precision(self):
+        """IEEE fp32 products, or TF32 when this backend's precision is "tf32"
+        (the setting is process-wide: see :data:`_PRECISION`)."""
         torch = self._torch
-        prev = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision("high" if self.precision == "tf32" else "highest")
+        tf32 = self.precision == "tf32"
+        st = _PRECISION
+        with st["lock"]:
+            if st["depth"] == 0:
+                st["saved"] = torch.get_float32_matmul_precision()
+            st["depth"] += 1
+            st["tf32"] += tf32
+            torch.set_float32_matmul_precision("high" if st["tf32"] else "highest")
         try:
             yield
         finally:
-            torch.set_float32_matmul_precision(prev)
+            with st["lock"]:
+                st["depth"] -= 1
+                st["tf32"] -= tf32
+                if st["depth"] == 0:
+                    torch.set_float32_matmul_precision(st["saved"])
+                else:
+                    torch.set_float32_matmul_precision("high" if st["tf32"] else "highest")
 
     def _features(self, areas, items, xs, ys, w: int):
         """(n, P, 121) contrast-normalised windows of ``areas[items]`` at (xs, ys)."""
