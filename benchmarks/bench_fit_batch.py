@@ -5,10 +5,12 @@
 
 Re-runs itself pinned to core 0 (``taskset -c 0``) with OMP/OpenBLAS/MKL/Numba
 limited to one thread.  For each model: fits/s of the sequential loop and of
-one ``fit_batch`` over all faces (best of ``--rounds`` interleaved rounds, the
-first fit and a 2-face batch excluded as warm-up), their ratio (issue 11's
-target: >= 1.3x with Numba), the share of the time spent in the backend's
-``responses`` calls and how many calls were made, and the largest and mean
+one ``fit_batch`` over all faces (best of ``--rounds`` interleaved rounds by
+CPU time, the first fit and a 2-face batch excluded as warm-up) in fits per
+second of process CPU time (robust on a shared machine) and of wall time,
+their ratios (issue 11's target: >= 1.3x with Numba), the share of the wall
+time spent in the backend's ``responses`` calls and how many calls were
+made, and the largest and mean
 landmark difference between the two (px) with the number of faces whose
 ``success``/``view``/``iterations`` differ.
 """
@@ -47,13 +49,14 @@ class _CountingResponses:
 
 
 def _run(det, counter, images, boxes, batched):
+    """(results, CPU seconds, wall seconds, (backend calls, backend wall seconds))."""
     counter.take()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     if batched:
         out = det.fit_batch(images, boxes)
     else:
         out = [det.fit(img, box) for img, box in zip(images, boxes)]
-    return out, time.perf_counter() - t0, counter.take()
+    return out, time.process_time() - c0, time.perf_counter() - t0, counter.take()
 
 
 def bench_model(model, backend, images, boxes, rounds):
@@ -66,17 +69,17 @@ def bench_model(model, backend, images, boxes, rounds):
     best = {}
     for _ in range(rounds):
         for batched in (False, True):
-            out, secs, calls = _run(det, counter, images, boxes, batched)
-            if batched not in best or secs < best[batched][1]:
-                best[batched] = (out, secs, calls)
-    (seq, t_seq, c_seq), (bat, t_bat, c_bat) = best[False], best[True]
+            run = _run(det, counter, images, boxes, batched)
+            if batched not in best or run[1] < best[batched][1]:
+                best[batched] = run
+    (seq, t_seq, w_seq, c_seq), (bat, t_bat, w_bat, c_bat) = best[False], best[True]
     d = np.array([np.linalg.norm(b[0] - s[0], axis=1).mean() for s, b in zip(seq, bat)])
     dmax = max(float(np.abs(b[0] - s[0]).max()) for s, b in zip(seq, bat))
     mismatched = sum(any(s[1][k] != b[1][k] for k in ("success", "view", "iterations")) for s, b in zip(seq, bat))
     n = len(images)
-    for label, t, (calls, rs) in (("sequential", t_seq, c_seq), ("fit_batch", t_bat, c_bat)):
-        print(f"{model:<7}{label:<12}{n / t:>9.1f}{rs / t:>10.0%}{calls:>9}")
-    print(f"{model:<7}{'ratio':<12}{t_seq / t_bat:>9.2f}x   landmark diff max {dmax:.2e} px, "
+    for label, t, w, (calls, rs) in (("sequential", t_seq, w_seq, c_seq), ("fit_batch", t_bat, w_bat, c_bat)):
+        print(f"{model:<7}{label:<12}{n / t:>9.1f}{n / w:>9.1f}{rs / w:>10.0%}{calls:>9}")
+    print(f"{model:<7}{'ratio':<12}{t_seq / t_bat:>9.2f}x{w_seq / w_bat:>8.2f}x  landmark diff max {dmax:.2e} px, "
           f"mean-per-face max {d.max():.2e} px; info mismatches {mismatched}/{n}")
 
 
@@ -99,7 +102,7 @@ def main(argv=None) -> int:
     boxes = [box for _, box in faces]
     print(f"\n== {args.threads} thread(s), backend {args.backend}, {len(images)} LFPW faces, "
           f"best of {args.rounds} rounds")
-    print(f"{'model':<7}{'mode':<12}{'fits/s':>9}{'backend%':>10}{'calls':>9}")
+    print(f"{'model':<7}{'mode':<12}{'cpu f/s':>9}{'wall f/s':>9}{'backend%':>10}{'calls':>9}")
     for model in args.models.split(","):
         bench_model(model, args.backend, images, boxes, args.rounds)
     return 0

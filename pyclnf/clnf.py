@@ -17,7 +17,7 @@ import numpy as np
 from .backends import PatchExpertBackend, get_backend_class
 from .backends.numba_backend import NumbaBackend
 from .config import MAIN_DESCRIPTORS, FitSettings, settings_for
-from .fitting.batch import run_lockstep, run_one
+from .fitting.batch import lockstep_size, run_lockstep, run_one
 from .fitting.landmark_model import FitState, LandmarkModel
 from .fitting.loader import build_landmark_model
 from ._threads import single_threaded_blas
@@ -208,7 +208,10 @@ class CLNF:
         own hypotheses, early termination, parts and validation); at every
         step the patch-expert responses of all faces sharing a scale, view
         and window are computed in one backend call, which is what makes
-        large batches fast on accelerators.
+        large batches fast on accelerators.  A backend that caps the areas
+        per call (the CPU backends: ``max_batch_areas``, about one face) gets
+        the faces in groups of that size (see
+        :func:`pyclnf.fitting.batch.lockstep_size`).
 
         Parameters
         ----------
@@ -230,8 +233,9 @@ class CLNF:
         grays, faces = self._batch_inputs(images, boxes)
         s = self._settings(settings)
         states = [self.model.new_state() for _ in faces]
+        fittings = [self.model.fit_box_steps(st, grays[i], box, s) for st, (i, box) in zip(states, faces)]
         with single_threaded_blas():
-            run_lockstep([self.model.fit_box_steps(st, grays[i], box, s) for st, (i, box) in zip(states, faces)])
+            run_lockstep(fittings, lockstep_size(self.backend, self.model.pdm.n_points))
         return [self._result(grays[i].shape, camera, st) for st, (i, _) in zip(states, faces)]
 
     @staticmethod
@@ -392,7 +396,8 @@ class CLNF:
             prepared = [None if f is ended else self._frame_input(f, index) for f in frames]
             live = [j for j, p in enumerate(prepared) if isinstance(p, tuple)]
             with single_threaded_blas():
-                run_lockstep([trackers[j].step_steps(*prepared[j]) for j in live])
+                run_lockstep([trackers[j].step_steps(*prepared[j]) for j in live],
+                             lockstep_size(self.backend, self.model.pdm.n_points))
             yield [None if p is None else (None, p) if isinstance(p, dict)
                    else self._track_result(trackers[j], p[0].shape, camera, index)
                    for j, p in enumerate(prepared)]

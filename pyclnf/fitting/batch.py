@@ -26,7 +26,7 @@ The drivers only call ``PatchExpertBackend.responses``; any backend
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generator, List, Sequence
+from typing import Any, Generator, List, Optional, Sequence
 
 import numpy as np
 
@@ -124,22 +124,43 @@ def answer_requests(requests: Sequence[ResponseRequest]) -> List[np.ndarray]:
     return out
 
 
-def run_lockstep(fittings: Sequence[Fitting]) -> list:
+def lockstep_size(backend, areas_per_fit: int) -> Optional[int]:
+    """How many fits to run in lockstep for ``backend``: as many as one of its
+    calls takes (``max_batch_areas``), all (None) when it sets no limit.
+
+    A CPU backend that works area by area gains nothing from bigger calls,
+    while stepping many fits together spreads the work over many images and
+    costs cache misses (measured: 0.8-0.9x on 224 LFPW faces); such a backend
+    then runs the fits one after the other.
+    """
+    limit = getattr(backend, "max_batch_areas", None)
+    return max(1, limit // max(1, areas_per_fit)) if limit else None
+
+
+def run_lockstep(fittings: Sequence[Fitting], size: Optional[int] = None) -> list:
     """Run several fitting generators together, batching their requests.
+
+    Parameters
+    ----------
+    fittings : sequence of fitting generators
+    size : int, optional
+        Run them in consecutive groups of this many (default: all at once).
 
     Returns
     -------
     list of the generators' return values, in the order given.
     """
+    size = size or max(1, len(fittings))
     results = [None] * len(fittings)
-    pending = {}
-    for i, f in enumerate(fittings):
-        _advance(i, f, None, pending, results)
-    while pending:
-        order = list(pending)
-        answers = answer_requests([pending[i] for i in order])
-        for i, r in zip(order, answers):
-            _advance(i, fittings[i], r, pending, results)
+    for start in range(0, len(fittings), size):
+        pending = {}
+        for i in range(start, min(start + size, len(fittings))):
+            _advance(i, fittings[i], None, pending, results)
+        while pending:
+            order = list(pending)
+            answers = answer_requests([pending[i] for i in order])
+            for i, r in zip(order, answers):
+                _advance(i, fittings[i], r, pending, results)
     return results
 
 
