@@ -49,3 +49,35 @@ def test_kde_table_is_cached_and_shaped():
     assert t.shape == (51, 51, 5, 5) and t.dtype == np.float32
     assert kde_table(a, 5) is t
     assert np.array_equal(t, build_kde_table(a, 5))
+
+
+def test_split_responses_equal_single_thread_and_survive_fork(model_dir):
+    # responses split over threads are bit-identical to one thread's (each
+    # expert's products are the same BLAS calls), also in a forked child whose
+    # parent already started the worker threads
+    import multiprocessing as mp
+    import os
+
+    from pyclnf.backends.numba_backend import NumbaBackend
+
+    rng = np.random.default_rng(0)
+    for model in ("ceclm", "clnf"):
+        one = NumbaBackend().load_models(model_dir, model=model)
+        two = NumbaBackend().bind(one.experts)
+        one.n_threads, two.n_threads = 1, 3
+        plan = one.experts.plan(0, 0)
+        areas = (rng.random((plan.landmarks.size, 21, 21)) * 255).astype(np.float32)
+        want = one.responses(areas, plan.landmarks, 0, 0)
+        assert np.array_equal(two.responses(areas, plan.landmarks, 0, 0), want)
+    if not hasattr(os, "fork"):
+        return
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+
+    def child():
+        q.put(bool(np.array_equal(two.responses(areas, plan.landmarks, 0, 0), want)))
+
+    p = ctx.Process(target=child)
+    p.start()
+    p.join(120)
+    assert p.exitcode == 0 and q.get(timeout=5)

@@ -9,6 +9,7 @@ NumPy path and the Numba path are the same algorithm.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
@@ -133,14 +134,18 @@ class ArrayBackend(PatchExpertBackend):
     n_threads = 1
     _pool = None
     _pool_size = 0
+    _pool_pid = -1
 
     def _get_pool(self):
         """The worker threads shared by every CPU backend (created on first use)."""
         with _POOL_LOCK:
-            if ArrayBackend._pool is None or ArrayBackend._pool_size < self.n_threads:
+            # a pool inherited through fork() has no threads in the child: make a new one
+            if (ArrayBackend._pool is None or ArrayBackend._pool_size < self.n_threads
+                    or ArrayBackend._pool_pid != os.getpid()):
                 from concurrent.futures import ThreadPoolExecutor
                 ArrayBackend._pool = ThreadPoolExecutor(max_workers=self.n_threads, thread_name_prefix="pyclnf")
                 ArrayBackend._pool_size = self.n_threads
+                ArrayBackend._pool_pid = os.getpid()
             return ArrayBackend._pool
 
     def _layers(self, h, g, lo, hi):
