@@ -34,6 +34,7 @@ import numpy as np
 
 from ..models.cen import CENExpert
 from ..patch_experts import PatchExpertSet, SUPPORT, ccnf_precision
+from .kinds import CCNFKind, CENKind, expert_kind
 
 __all__ = [
     "LAYOUT_VERSION",
@@ -59,6 +60,12 @@ LAYOUT_VERSION = 1
 N_FEATURES = SUPPORT * SUPPORT + 1
 
 Source = Tuple[int, int]  # (view, landmark) of a stored expert
+
+
+def _require(experts: PatchExpertSet, kind: type, what: str) -> None:
+    found = expert_kind(experts)
+    if not isinstance(found, kind):
+        raise TypeError(f"{what} needs {kind.name.upper()} experts, got {found.name.upper()} experts")
 
 
 def sparse_positions(window: int) -> int:
@@ -163,8 +170,7 @@ def cen_view_layout(experts: PatchExpertSet, scale: int, view: int) -> CENViewLa
     (view, landmark).  So two views whose plans use the same stored experts
     the same way (OpenFace's mirrored views) get identical blocks.
     """
-    if experts.kind != "cen":
-        raise TypeError(f"cen_view_layout needs CEN experts, got {experts.kind!r}")
+    _require(experts, CENKind, "cen_view_layout")
     plan = experts.plan(scale, view)
     by_source: Dict[Source, List[int]] = {}
     for pos in range(plan.landmarks.size):
@@ -254,8 +260,7 @@ def cen_landmark_layout(experts: PatchExpertSet, scale: int, landmark: int) -> C
         The stored experts this landmark uses do not share one architecture
         (they cannot be stacked into one weight tensor per layer).
     """
-    if experts.kind != "cen":
-        raise TypeError(f"cen_landmark_layout needs CEN experts, got {experts.kind!r}")
+    _require(experts, CENKind, "cen_landmark_layout")
     n_views = experts.n_views(scale)
     slots: List[Source] = []
     slot_of_view = np.zeros(n_views, np.int64)
@@ -341,8 +346,7 @@ def ccnf_view_pack(experts: PatchExpertSet, scale: int, view: int, window: int) 
     rows and the covariance of :func:`~pyclnf.patch_experts.ccnf_sigma`
     (inverted in one batch).
     """
-    if experts.kind != "ccnf":
-        raise TypeError(f"ccnf_view_pack needs CCNF experts, got {experts.kind!r}")
+    _require(experts, CCNFKind, "ccnf_view_pack")
     if window < 1 or window % 2 == 0:
         raise ValueError(f"window must be a positive odd number, got {window}")
     sc = experts.scales[scale]
