@@ -139,6 +139,18 @@ class FusedModelBackend(PatchExpertBackend):
         return self.runner.compute(areas, plan_pos, scale, view)
 
 
+def copy_index(keys: np.ndarray) -> np.ndarray:
+    """For each entry of ``keys`` (k,) int, how many equal keys come before it
+    (0 for the first occurrence, 1 for the second...), in O(k log k)."""
+    k = keys.size
+    order = np.argsort(keys, kind="stable")
+    counts = np.bincount(keys)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out = np.empty(k, np.int64)
+    out[order] = np.arange(k) - starts[keys[order]]
+    return out
+
+
 def _blank(areas: np.ndarray) -> np.ndarray:
     """Uninitialised (n, w, w) float32 responses for (n, A, A) areas."""
     w = areas.shape[1] - SUPPORT + 1
@@ -204,12 +216,8 @@ class CENRunner:
         w = A - SUPPORT + 1
         P = (w * w - 1) // 2
         items = item_of_plan[plan_pos]
-        counts = np.bincount(items, minlength=K)
-        c = int(counts.max())
-        order = np.argsort(items, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        copy = np.empty(k, np.int64)
-        copy[order] = np.arange(k) - starts[items[order]]
+        copy = copy_index(items)
+        c = int(copy.max()) + 1
         table = np.full((K, c), k, np.int64)          # area index of (item, copy); k = zero area
         table[items, copy] = np.arange(k)
         padded = np.concatenate([areas, np.zeros((1, A, A), np.float32)]) if np.any(table == k) else areas
@@ -248,15 +256,14 @@ class CCNFRunner:
 
     def compute(self, areas, plan_pos, scale, view):
         K = self.experts.plan(scale, view).landmarks.size
-        if np.unique(plan_pos).size != plan_pos.size:
-            # the same landmark twice: evaluate in rounds of distinct landmarks
+        copy = copy_index(plan_pos)
+        if copy.size and copy.max() > 0:
+            # the same landmark several times (a batch of faces): one run per copy
+            # (the model's position axis is the CRF's, so faces cannot share a run)
             out = _blank(areas)
-            remaining = np.arange(plan_pos.size)
-            while remaining.size:
-                _, first = np.unique(plan_pos[remaining], return_index=True)
-                sel = remaining[first]
+            for r in range(int(copy.max()) + 1):
+                sel = np.nonzero(copy == r)[0]
                 out[sel] = self.compute(areas[sel], plan_pos[sel], scale, view)
-                remaining = np.setdiff1d(remaining, sel)
             return out
         A = areas.shape[1]
         w = A - SUPPORT + 1
