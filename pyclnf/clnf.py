@@ -426,7 +426,7 @@ class CLNF:
             gray, bgr = prepared
             faces = []
             with single_threaded_blas():
-                active = multi.step(gray, bgr)
+                active = multi.step(gray, bgr, lockstep_size(self.backend, self.model.pdm.n_points))
             for k in active:
                 lm, info = self._result(gray.shape, camera, multi.trackers[k].fit_state)
                 info["frame"] = index

@@ -14,11 +14,12 @@ shared and never changed, so any number of trackers may share one model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 from .config import FitSettings
-from .fitting.batch import run_one
+from .fitting.batch import run_lockstep, run_one
 from .fitting.landmark_model import LandmarkModel
 
 
@@ -167,8 +168,13 @@ class MultiFaceTracker:
         self.detect_every = detect_every
         self.frame = 0
 
-    def step(self, gray_u8, bgr):
-        """Process one frame; returns the indices of the active slots."""
+    def step(self, gray_u8, bgr, lockstep: Optional[int] = None):
+        """Process one frame; returns the indices of the active slots.
+
+        The trackers' fits run together (:func:`~pyclnf.fitting.batch.run_lockstep`
+        in groups of ``lockstep``, default all), their patch responses
+        batched; they are independent, so the order changes nothing.
+        """
         detections = []
         if self.frame % self.detect_every == 0 and not all(self.active):
             boxes, _ = self.detector(bgr)
@@ -178,6 +184,7 @@ class MultiFaceTracker:
             mbox = _box_of(t.fit_state.landmarks)
             detections = [d for d in detections if box_iou(mbox, d) <= 0.5]
         used = [False] * len(detections)
+        fittings = []
         for k, t in enumerate(self.trackers):
             if t.state.failures_in_a_row > 4:
                 self.active[k] = False
@@ -187,11 +194,12 @@ class MultiFaceTracker:
                     if not used[j]:
                         used[j] = True
                         t.reset()
-                        t.step(gray_u8, bgr, box=d)
+                        fittings.append(t.step_steps(gray_u8, bgr, box=d))
                         self.active[k] = True
                         break
             else:
-                t.step(gray_u8, bgr)
+                fittings.append(t.step_steps(gray_u8, bgr))
+        run_lockstep(fittings, lockstep)
         for a in range(len(self.trackers)):
             if not self.active[a]:
                 continue

@@ -153,3 +153,16 @@ def test_track_many_equals_separate_tracks(model_dir, shared_dir):
                 continue
             _assert_same_fit((ls, is_), (lb, ib), f"stream {j} frame {k}")
             assert ib["frame"] == k and ib["tracking"] == is_["tracking"]
+
+
+def test_track_multi_lockstep_equals_one_by_one(model_dir, shared_dir):
+    """``track_multi`` fits its faces together; with every face in one call
+    (cap lifted) the results are identical to the one-face-per-call run."""
+    frames = list(_video_frames(_data(shared_dir, "multi_face.avi"), 10))
+    one = list(_detector(model_dir, "clnf", "numba").track_multi(iter(frames)))
+    together = list(_detector(model_dir, "clnf", "numba-lockstep").track_multi(iter(frames)))
+    assert max(len(f) for f in one) >= 2, "the test needs frames with several faces"
+    for k, (a, b) in enumerate(zip(one, together)):
+        assert [f[0] for f in a] == [f[0] for f in b], f"frame {k}"
+        for (_, la, ia), (_, lb, ib) in zip(a, b):
+            _assert_same_fit((la, ia), (lb, ib), f"frame {k}")
