@@ -589,6 +589,8 @@ def main(argv=None) -> int:
     _say(f"{len(faces)} LFPW faces from {args.data}")
     tmp = Path(tempfile.mkdtemp(prefix="pyclnf-gpu-"))
     dev = torch.device(args.device)
+    if dev.type == "cpu":
+        torch.set_num_threads(1)      # torch's OpenMP pool would fight Numba's threads (smoke tests only)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else None
 
     def model_for(cfg):

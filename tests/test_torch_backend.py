@@ -47,10 +47,17 @@ N_FACES = 10
 
 @pytest.fixture(autouse=True)
 def _one_blas_thread():
-    """BLAS single-threaded, as during fits (the Numba reference's products)."""
+    """BLAS single-threaded, as during fits (the Numba reference's products);
+    torch's CPU pool on one thread too: on a busy 2-core machine its spinning
+    OpenMP threads made a call 13x slower (290 ms instead of 23 ms)."""
     from pyclnf._threads import single_threaded_blas
-    with single_threaded_blas():
-        yield
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with single_threaded_blas():
+            yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,12 @@ Precision: ``"fp32"`` (default, IEEE float32 products), ``"tf32"`` (CUDA
 TF32 tensor-core products: 10-bit mantissa inputs, fp32 accumulation) or
 ``"bf16"`` (features, weights and activations in bfloat16, products
 accumulated in fp32 by the device's kernels).  The response maps come back
-as float32 NumPy arrays in every mode.  torch is imported when the backend is
+as float32 NumPy arrays in every mode.
+
+On the CPU this backend is for tests and machines without Numba, not for
+speed (the Numba backend is the CPU path); torch's OpenMP pool competes with
+Numba's threads there -- ``torch.set_num_threads(1)`` on busy machines (a
+68-area call: 23 ms on one thread, 290 ms on two contended cores).  torch is imported when the backend is
 created, never by ``import pyclnf.backends``.
 """
 
