@@ -117,13 +117,9 @@ def _wrong_size(entry: ModelFile, url: str, found: int) -> ModelVerificationErro
     )
 
 
-def _attempt(url, entry, dest, part, progress, timeout, label):
-    """One HTTP request. Returns ``(used_range, bytes_fetched)`` once ``dest`` is
-    in place; raises _Interrupted, _Restart, DownloadError or ModelVerificationError."""
-    import http.client
-    from urllib.error import HTTPError, URLError
-    from urllib.request import Request, urlopen
-
+def _reuse_part(entry, dest, part):
+    """Bytes of ``part`` worth continuing; ``None`` once a complete, verified
+    ``part`` left by an earlier run has been renamed to ``dest``."""
     size = entry.size
     have = _size_or_zero(part)
     if have > size:
@@ -133,15 +129,26 @@ def _attempt(url, entry, dest, part, progress, timeout, label):
         # A complete .part left by a run that stopped before renaming it.
         if file_sha256(part) == entry.sha256:
             os.replace(part, dest)
-            return True, 0
+            return None
         _unlink(part)
         have = 0
+    return have
+
+
+def _request(url, entry, part, have, timeout):
+    """Open ``url``, asking for the bytes from ``have`` on; returns the response.
+
+    Raises _Restart (range not satisfiable), _Interrupted (timeouts, broken
+    connections, 408/429/5xx) or DownloadError (any other failure)."""
+    import http.client
+    from urllib.error import HTTPError, URLError
+    from urllib.request import Request, urlopen
 
     headers = {"User-Agent": _user_agent(), "Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
     try:
-        resp = urlopen(Request(url, headers=headers), timeout=timeout)
+        return urlopen(Request(url, headers=headers), timeout=timeout)
     except HTTPError as e:
         e.close()
         if e.code == 416 and have:
@@ -160,57 +167,91 @@ def _attempt(url, entry, dest, part, progress, timeout, label):
         # e.g. http.client.RemoteDisconnected: closed before the status line.
         raise _Interrupted(f"{type(e).__name__}: {e}") from None
 
-    with resp:
-        status = getattr(resp, "status", None) or 200
-        used_range = False
-        if have and status == 206:
-            start, total = _parse_content_range(resp.headers.get("Content-Range"))
-            if start != have:
-                _unlink(part)
-                raise _Restart()
-            if total is not None and total != size:
-                _unlink(part)
-                raise _wrong_size(entry, url, total)
-            used_range = True
-            mode = "ab"
-        elif status == 200:
-            have = 0  # no Range sent, or the server ignored it: start over
-            mode = "wb"
-            length = resp.headers.get("Content-Length")
-            if length is not None and length.strip().isdigit() and int(length) != size:
-                _unlink(part)
-                raise _wrong_size(entry, url, int(length))
-        else:
-            raise DownloadError(
-                f"could not download {entry.path} from {url}: unexpected HTTP status {status}"
-            )
 
+def _write_mode(resp, url, entry, part, have):
+    """How the answer continues ``part``: ``(used_range, mode, have)``.
+
+    A 206 that starts at ``have`` appends (``"ab"``); a 200 starts over
+    (``"wb"``, ``have`` 0). A mismatched range restarts, a size other than the
+    manifest's is a ModelVerificationError, any other status a DownloadError."""
+    size = entry.size
+    status = getattr(resp, "status", None) or 200
+    if have and status == 206:
+        start, total = _parse_content_range(resp.headers.get("Content-Range"))
+        if start != have:
+            _unlink(part)
+            raise _Restart()
+        if total is not None and total != size:
+            _unlink(part)
+            raise _wrong_size(entry, url, total)
+        return True, "ab", have
+    if status == 200:
+        # no Range sent, or the server ignored it: start over
+        length = resp.headers.get("Content-Length")
+        if length is not None and length.strip().isdigit() and int(length) != size:
+            _unlink(part)
+            raise _wrong_size(entry, url, int(length))
+        return False, "wb", 0
+    raise DownloadError(
+        f"could not download {entry.path} from {url}: unexpected HTTP status {status}"
+    )
+
+
+def _receive(resp, f, hasher, bar, have, size):
+    """Copy the body of ``resp`` into the open file ``f``, hashing it.
+
+    Returns ``(have, fetched, too_long, interrupted)``: the bytes now in the
+    file, those received here, whether the server sent more than ``size``,
+    and why the transfer broke off (``None`` if it did not)."""
+    import http.client
+
+    fetched = 0
+    while True:
+        try:
+            chunk = resp.read(CHUNK_SIZE)
+        except (http.client.HTTPException, OSError) as e:
+            return have, fetched, False, f"{type(e).__name__}: {e}"
+        if not chunk:
+            return have, fetched, False, None
+        if have + len(chunk) > size:
+            return have, fetched, True, None
+        f.write(chunk)
+        hasher.update(chunk)
+        have += len(chunk)
+        fetched += len(chunk)
+        bar.update(len(chunk))
+
+
+def _install_part(url, entry, dest, part, digest):
+    """Rename a complete ``part`` with the manifest's SHA-256 to ``dest``;
+    discard it (ModelVerificationError) if the hash differs."""
+    if digest != entry.sha256:
+        _unlink(part)
+        raise ModelVerificationError(
+            f"{entry.path} from {url} has SHA-256 {digest} but the manifest expects "
+            f"{entry.sha256}; the download was discarded"
+        )
+    os.replace(part, dest)
+
+
+def _attempt(url, entry, dest, part, progress, timeout, label):
+    """One HTTP request. Returns ``(used_range, bytes_fetched)`` once ``dest`` is
+    in place; raises _Interrupted, _Restart, DownloadError or ModelVerificationError."""
+    size = entry.size
+    have = _reuse_part(entry, dest, part)
+    if have is None:
+        return True, 0
+    resp = _request(url, entry, part, have, timeout)
+    with resp:
+        used_range, mode, have = _write_mode(resp, url, entry, part, have)
         hasher = new_sha256()
         if mode == "ab":
             file_sha256(part, hasher)
         part.parent.mkdir(parents=True, exist_ok=True)
         bar = open_progress(progress, label, size, have)
-        fetched = 0
-        too_long = False
-        interrupted = None
         try:
             with open(part, mode) as f:
-                while True:
-                    try:
-                        chunk = resp.read(CHUNK_SIZE)
-                    except (http.client.HTTPException, OSError) as e:
-                        interrupted = f"{type(e).__name__}: {e}"
-                        break
-                    if not chunk:
-                        break
-                    if have + len(chunk) > size:
-                        too_long = True
-                        break
-                    f.write(chunk)
-                    hasher.update(chunk)
-                    have += len(chunk)
-                    fetched += len(chunk)
-                    bar.update(len(chunk))
+                have, fetched, too_long, interrupted = _receive(resp, f, hasher, bar, have, size)
                 f.flush()
                 os.fsync(f.fileno())
         finally:
@@ -225,14 +266,7 @@ def _attempt(url, entry, dest, part, progress, timeout, label):
     if have < size:
         reason = interrupted or "connection closed"
         raise _Interrupted(f"{reason} after {have} of {size} bytes", fetched)
-    digest = hasher.hexdigest()
-    if digest != entry.sha256:
-        _unlink(part)
-        raise ModelVerificationError(
-            f"{entry.path} from {url} has SHA-256 {digest} but the manifest expects "
-            f"{entry.sha256}; the download was discarded"
-        )
-    os.replace(part, dest)
+    _install_part(url, entry, dest, part, hasher.hexdigest())
     return used_range, fetched
 
 
