@@ -663,7 +663,10 @@ def main(argv=None) -> int:
                 _say(f"  {prec:<5} batch {b:>5}: {b / sec:8.1f} fits/s ({sec * 1e3:8.1f} ms/batch); "
                      f"vs CPU on {n} faces: mean {d.mean():.4f} px, max {d.max():.3f} px; "
                      f"{row['response_calls']} response calls (largest k {row['largest_call_k']})")
-                _say(f"        time: {share_txt}")
+                host = (1.0 - shares.get("responses", 0.0)) * total / b
+                row["host_ms_per_face"] = host * 1e3
+                _say(f"        time: {share_txt}; host steps (all but the main responses) "
+                     f"{host * 1e3:.2f} ms/face: at most {1 / max(host, 1e-9):.0f} fits/s on one thread")
         # --- the part models on the device too (fp32, the largest batches) --------------
         if args.parts_on_device and det.model.parts:
             det.backend.precision = "fp32"
