@@ -153,26 +153,47 @@ def write_synthetic_cen_set(model_dir, out_dir, seed: int = 0,
     desc = read_main_descriptor(src_root / "main_ceclm_general.txt")
     cen_files = [Path(p).resolve() for p in desc.detector.cen]
     rel_cen = {p.relative_to(src_root) for p in cen_files}
-    arch = {}
-    templates = {}
-    for i, path in enumerate(cen_files):
-        tpl = read_cen(path)
-        templates[path] = tpl
-        sizes = tuple(architectures[tpl.patch_scaling]) if architectures and tpl.patch_scaling in architectures \
-            else architecture_for_scaling(tpl.patch_scaling)
-        arch[str(path.relative_to(src_root))] = list(sizes)
+    templates = {path: read_cen(path) for path in cen_files}
+    arch = _architectures(src_root, templates, architectures)
     stamp = {"seed": int(seed), "source": str(src_root), "architectures": arch,
              "activations": list(OPENFACE_ACTIVATIONS),
              "templates": {str(p.relative_to(src_root)): p.stat().st_size for p in cen_files}}
     stamp_path = out / _STAMP
-    up_to_date = False
+    up_to_date = _stamp_matches(stamp_path, stamp, out, rel_cen)
+    _link_model_folder(src_root, out, rel_cen)
+    if up_to_date:
+        return out
     if stamp_path.exists():
-        try:
-            up_to_date = json.loads(stamp_path.read_text()) == stamp and all((out / r).is_file() for r in rel_cen)
-        except (OSError, ValueError):
-            up_to_date = False
+        stamp_path.unlink()
+    _write_synthetic_cens(src_root, out, templates, arch, seed)
+    stamp_path.write_text(json.dumps(stamp, indent=1) + "\n")
+    return out
 
-    # links for everything but the folders holding CEN files, which are rebuilt as folders of links
+
+def _architectures(src_root: Path, templates, architectures) -> Dict[str, list]:
+    """Layer sizes per CEN file (path relative to ``src_root``): those given
+    for its patch scaling in ``architectures``, else OpenFace's."""
+    arch = {}
+    for path, tpl in templates.items():
+        sizes = tuple(architectures[tpl.patch_scaling]) if architectures and tpl.patch_scaling in architectures \
+            else architecture_for_scaling(tpl.patch_scaling)
+        arch[str(path.relative_to(src_root))] = list(sizes)
+    return arch
+
+
+def _stamp_matches(stamp_path: Path, stamp: dict, out: Path, rel_cen) -> bool:
+    """True if ``out`` holds every CEN file and a stamp equal to ``stamp``."""
+    if not stamp_path.exists():
+        return False
+    try:
+        return json.loads(stamp_path.read_text()) == stamp and all((out / r).is_file() for r in rel_cen)
+    except (OSError, ValueError):
+        return False
+
+
+def _link_model_folder(src_root: Path, out: Path, rel_cen) -> None:
+    """Link every entry of ``src_root`` into ``out`` except the CEN files
+    ``rel_cen``; folders holding CEN files are rebuilt as folders of links."""
     cen_dirs = {r.parts[0] for r in rel_cen if len(r.parts) > 1}
     for entry in sorted(src_root.iterdir()):
         if entry.name in cen_dirs:
@@ -185,18 +206,17 @@ def write_synthetic_cen_set(model_dir, out_dir, seed: int = 0,
                     _link(f, sub / f.name)
         elif entry.relative_to(src_root) not in rel_cen:
             _link(entry, out / entry.name)
-    if up_to_date:
-        return out
-    if stamp_path.exists():
-        stamp_path.unlink()
-    for i, path in enumerate(cen_files):
+
+
+def _write_synthetic_cens(src_root: Path, out: Path, templates, arch, seed: int) -> None:
+    """Write a synthetic CEN file under ``out`` for each template, file ``i``
+    seeded from ``SeedSequence([seed, i])``."""
+    for i, (path, template) in enumerate(templates.items()):
         rel = path.relative_to(src_root)
         dest = out / rel
         if dest.is_symlink():
             dest.unlink()
         dest.parent.mkdir(parents=True, exist_ok=True)
-        scale = make_synthetic_cen(templates[path], arch[str(rel)], OPENFACE_ACTIVATIONS,
+        scale = make_synthetic_cen(template, arch[str(rel)], OPENFACE_ACTIVATIONS,
                                    seed=int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
         write_cen(scale, dest)
-    stamp_path.write_text(json.dumps(stamp, indent=1) + "\n")
-    return out
