@@ -123,7 +123,6 @@ class _Group:
     net: int
     experts: Optional[object]   # (E_used,) long tensor, None: all experts of the net in order
     table: object               # (E_used, c) long tensor on the device
-    table_np: np.ndarray
 
 
 class TorchBackend(PatchExpertBackend):
@@ -314,7 +313,7 @@ class TorchBackend(PatchExpertBackend):
             rank = np.arange(sel.size) - starts[loc[order]]
             table = np.full((counts.size, int(counts.max())), k, np.int64)
             table[loc[order], rank] = sel[order]
-            groups.append(_Group(ni, experts, torch.from_numpy(table).to(self.device), table))
+            groups.append(_Group(ni, experts, torch.from_numpy(table).to(self.device)))
         with self._lock:
             self._groupings[key] = groups
             while len(self._groupings) > _GROUPING_CACHE:
