@@ -33,7 +33,7 @@ figure goes to ``--json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -80,9 +80,7 @@ def stub_missing_packages():
     """
     import types
     notes = []
-    try:
-        import threadpoolctl  # noqa: F401
-    except ModuleNotFoundError:
+    if importlib.util.find_spec("threadpoolctl") is None:
         class _Limits:
             def restore_original_limits(self):
                 pass
@@ -95,9 +93,7 @@ def stub_missing_packages():
         mod.ThreadpoolController = ThreadpoolController
         sys.modules["threadpoolctl"] = mod
         notes.append("threadpoolctl is not installed: stand-in (BLAS thread counts not limited in CPU fits)")
-    try:
-        import platformdirs  # noqa: F401
-    except ModuleNotFoundError:
+    if importlib.util.find_spec("platformdirs") is None:
         mod = types.ModuleType("platformdirs")
         home = Path.home()
         mod.user_data_dir = lambda app, appauthor=None, **kw: str(home / ".local" / "share" / app)
@@ -114,13 +110,11 @@ def batch_path(CLNF) -> str:
     if hasattr(CLNF, "fit_batch"):
         return "fit_batch"
     try:
-        from pyclnf.fitting.batch import run_lockstep  # noqa: F401
+        from pyclnf.fitting import batch
         from pyclnf.fitting.landmark_model import LandmarkModel
-        if hasattr(LandmarkModel, "fit_box_steps"):
-            return "lockstep"
     except ImportError:
-        pass
-    return "sequential"
+        return "sequential"
+    return "lockstep" if hasattr(batch, "run_lockstep") and hasattr(LandmarkModel, "fit_box_steps") else "sequential"
 
 
 def fit_many(det, faces):
@@ -310,8 +304,8 @@ def numba_lapack_missing():
     returned with an error"), so it is checked before any fit.
     """
     try:
-        import scipy.linalg.cython_blas  # noqa: F401
-        import scipy.linalg.cython_lapack  # noqa: F401
+        importlib.import_module("scipy.linalg.cython_blas")
+        importlib.import_module("scipy.linalg.cython_lapack")
     except ImportError as exc:
         return (f"SciPy is missing ({exc}): Numba's np.linalg / @ inside PyCLNF's RLMS kernels "
                 f"(pyclnf/fitting/_rlms_kernels.py: svd, det, matrix products) need SciPy's BLAS/LAPACK")
@@ -708,7 +702,7 @@ def main(argv=None) -> int:
                 from concurrent.futures import ThreadPoolExecutor
                 with ThreadPoolExecutor(args.threads) as pool:
                     t = time.perf_counter()
-                    outs = list(pool.map(lambda part: fit_many(det, part), shares))
+                    outs = list(pool.map(lambda part, d=det: fit_many(d, part), shares))
                     sec = time.perf_counter() - t
                 lms = np.empty((b, 68, 2))
                 for i, o in enumerate(outs):
@@ -744,7 +738,7 @@ def main(argv=None) -> int:
                                       "response_calls": calls, "per_call": n_k / calls, "top": top})
             _say(f"  {what} for a batch of {b}: {n_k} ({n_k / b:.1f} per face), {n_mem} memcpy/memset; "
                  f"{calls} response calls -> {n_k / calls:.1f} per call")
-            _say(f"        most launched: " + ", ".join(f"{name[:50]} x{c}" for name, c in top))
+            _say("        most launched: " + ", ".join(f"{name[:50]} x{c}" for name, c in top))
         # per step: one call of each scale, as the largest batch above asked
         plan_calls = {}
         for k, A, s, v in timers.response_calls:
