@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._fixed_order import matmul
 from .fitting import _rlms_kernels as K
 from .models.pdm_file import PDMData, read_pdm
 from .rotation import euler_to_matrix
@@ -86,7 +87,7 @@ class PDM:
         if params_local is None:
             params_local = np.zeros(self.n_modes, F32)
         R = euler_to_matrix(rotation)
-        rot = self.shape_3d(params_local) @ R.T
+        rot = matmul(np.asarray(self.shape_3d(params_local), F32), np.ascontiguousarray(R.T, dtype=F32))
         min_x, max_x = float(rot[:, 0].min()), float(rot[:, 0].max())
         min_y, max_y = float(rot[:, 1].min()), float(rot[:, 1].max())
         bx, by, bw, bh = (F32(v) for v in bbox)

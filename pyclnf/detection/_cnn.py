@@ -29,7 +29,10 @@ code (``int32``) and its payload:
 Activations are kept as ``(N, H, W, C)`` ``float32`` arrays (a batch of
 images, channels last), or ``(N, F)`` after a flattening fully connected layer.
 Convolutions are an im2col (a strided view copied once) followed by a single
-``float32`` matrix product, so BLAS does the work.
+``float32`` matrix product. All products go through
+:func:`pyclnf._fixed_order.matmul` (float64 sums in a fixed order, rounded to
+float32) rather than BLAS, whose summation order depends on the CPU: the
+detector's boxes and the validator's bins are then the same on every machine.
 
 Files are read with :class:`pyclnf.models._binary.BinaryReader`: every count
 is checked against the bytes that remain before anything is allocated, float
@@ -47,6 +50,7 @@ from typing import List, Union
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .._fixed_order import NARROW, matmul
 from .._threads import single_threaded_blas
 from ..errors import ModelFormatError
 from ..models._binary import FLOAT_TYPES, INT_TYPES, BinaryReader  # noqa: F401 (re-exported)
@@ -111,8 +115,13 @@ class Conv2D:
         # (N, Ho, Wo, C, kh, kw) view, reordered to (..., kh, kw, C) so that the
         # one copy into the im2col matrix reads contiguous channel runs.
         win = sliding_window_view(x, (kh, kw), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3)
-        cols = win.reshape(n * ho * wo, kh * kw * c)
-        out = cols @ self.weights
+        if k < NARROW:
+            # matmul vectorises narrow products over rows: build the im2col
+            # matrix column-major so that it needs no second copy
+            cols = np.ascontiguousarray(win.transpose(3, 4, 5, 0, 1, 2)).reshape(kh * kw * c, -1).T
+        else:
+            cols = win.reshape(n * ho * wo, kh * kw * c)
+        out = matmul(cols, self.weights)
         out += self.bias
         return out.reshape(n, ho, wo, k)
 
@@ -184,14 +193,15 @@ class FullyConnected:
         if x.ndim == 4:
             if x.shape[3] == n_in:
                 # Per-pixel product: the maps are treated as separate features.
-                return x @ self.weights + self.bias
+                flat = x.reshape(-1, n_in)
+                return (matmul(flat, self.weights) + self.bias).reshape(x.shape[:3] + (-1,))
             # OpenFace flattens map by map, each map column by column.
             flat = np.ascontiguousarray(x.transpose(0, 3, 2, 1)).reshape(x.shape[0], -1)
         else:
             flat = x
         if flat.shape[1] != n_in:
             raise ValueError(f"fully connected layer expects {n_in} inputs, got {flat.shape[1]}")
-        return flat @ self.weights + self.bias
+        return matmul(flat, self.weights) + self.bias
 
 
 @dataclass(frozen=True)

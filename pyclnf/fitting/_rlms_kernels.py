@@ -16,11 +16,26 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from .._fixed_order import matmul_into, matvec
 from .._numba_cache import njit
 
 from ._meanshift_kernels import kde_mean_shift_table, kde_table
 
 F32 = np.float32
+
+
+@njit(cache=True, nogil=True)
+def _mul3(A, B):
+    """(3, 3) product in a fixed order: float64 sums of the exact products,
+    cast to A's dtype (BLAS would make the last bits CPU-dependent)."""
+    C = np.empty((3, 3), dtype=A.dtype)
+    for i in range(3):
+        for j in range(3):
+            s = np.float64(A[i, 0]) * np.float64(B[0, j])
+            s += np.float64(A[i, 1]) * np.float64(B[1, j])
+            s += np.float64(A[i, 2]) * np.float64(B[2, j])
+            C[i, j] = s
+    return C
 
 
 @njit(cache=True, nogil=True)
@@ -85,7 +100,7 @@ def rodrigues_to_matrix(r):
 def matrix_to_rodrigues(Rin):
     """(3, 3) rotation -> (3,) float64 axis-angle (OpenCV's algorithm)."""
     U, _, Vt = np.linalg.svd(Rin.astype(np.float64))
-    R = U @ Vt
+    R = _mul3(U, Vt)
     rx = R[2, 1] - R[1, 2]
     ry = R[0, 2] - R[2, 0]
     rz = R[1, 0] - R[0, 1]
@@ -114,10 +129,10 @@ def matrix_to_rodrigues(Rin):
 def orthonormalise(R):
     """Nearest proper rotation to a float32 (3, 3) matrix (SVD)."""
     U, _, Vt = np.linalg.svd(R.astype(np.float64))
-    X = U @ Vt
+    X = _mul3(U, Vt)
     W = np.eye(3)
     W[2, 2] = np.linalg.det(X)
-    return (U @ W @ Vt).astype(np.float32)
+    return _mul3(_mul3(U, W), Vt).astype(np.float32)
 
 
 @njit(cache=True, nogil=True)
@@ -136,7 +151,7 @@ def update_parameters(g, p, dp):
     R2[1, 0] = dp[3]
     R2[0, 1] = -dp[3]
     R2 = orthonormalise(R2)
-    R3 = R1 @ R2
+    R3 = _mul3(R1, R2)
     e = matrix_to_euler(rodrigues_to_matrix(matrix_to_rodrigues(R3)).astype(np.float32))
     if np.isnan(e[0]) or np.isnan(e[1]) or np.isnan(e[2]):
         e[:] = 0
@@ -154,7 +169,7 @@ def update_parameters(g, p, dp):
 def shape_3d(mean, pc, p):
     """(n, 3) float32."""
     n = mean.size // 3
-    s = mean + pc @ p
+    s = mean + matvec(pc, p)
     out = np.empty((n, 3), dtype=np.float32)
     for i in range(n):
         out[i, 0] = s[i]
@@ -248,8 +263,11 @@ def cholesky_solve(A, b):
 @njit(cache=True, nogil=True)
 def solve_normal_equations(J, Jw, mvec, reg, p, rigid):
     """Solve ``(Jw^T J + diag(reg)) dp = Jw^T m - reg*p`` (zeros if singular)."""
-    rhs = Jw.T @ mvec
-    H = Jw.T @ J
+    # fixed-order products: BLAS's summation order differs between CPUs
+    JwT = np.ascontiguousarray(Jw.T)
+    rhs = matvec(JwT, mvec)
+    H = np.empty((JwT.shape[0], J.shape[1]), dtype=np.float32)
+    matmul_into(JwT, np.ascontiguousarray(J), H)
     k = H.shape[0]
     for j in range(k):
         H[j, j] += reg[j]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._fixed_order import matmul
+
 
 def align_shapes_with_scale(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """(2, 2) float32 scaled rotation A minimising ``|A @ (src - mean) - (dst - mean)|``
@@ -23,7 +25,7 @@ def align_shapes_with_scale(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     s_c = s_c / s_src
     d_c = d_c / s_dst
     s = np.float32(s_dst / s_src)
-    U, _, Vt = np.linalg.svd((s_c.T @ d_c).astype(np.float64))
+    U, _, Vt = np.linalg.svd(matmul(np.ascontiguousarray(s_c.T), d_c).astype(np.float64))
     d = np.linalg.det(Vt.T @ U.T)
     corr = np.eye(2)
     corr[1, 1] = 1.0 if d > 0 else -1.0

@@ -1,0 +1,188 @@
+"""Matrix products whose result does not depend on the CPU or the BLAS library.
+
+A BLAS ``sgemm`` sums each output element in an order set by its kernel
+(register blocking, SIMD width, FMA or not), and OpenBLAS picks the kernel at
+run time from the CPU (``Haswell`` on AVX2, ``SkylakeX`` on AVX-512, ...).
+The float32 results therefore differ in the last bits from one machine to the
+next, and a decision taken on them -- a validator bin, an MTCNN threshold, a
+tracked face kept or dropped -- can flip: on ``multi_face.avi`` the tracked
+landmarks differed by up to 543 px between the ``Haswell`` and
+``Sandybridge`` kernels of one numpy install, and 10-24 (CLNF) or 5-51
+(CE-CLM) of OpenFace's face-frames were unmatched depending on the kernel.
+
+:func:`matmul` defines the product element by element instead: every product
+``a[i, p] * b[p, j]`` is formed exactly in float64 (a float32 product fits),
+the products are summed in float64 in increasing ``p``, and the sum is
+rounded once to float32. LLVM may only vectorise across independent sums (the
+kernels are compiled without ``fastmath``, so additions are never reordered
+and never fused), which makes the result bit-identical on every x86 CPU,
+whatever ``NUMBA_CPU_NAME`` or ``OPENBLAS_CORETYPE`` says. The float64 sum is
+also closer to the exact product than a float32 BLAS sum (error <= k * 2^-53
+relative before the final rounding, versus ~k * 2^-24).
+
+Speed (CPU time, one thread, this project's 2-core AMD EPYC): 1.5-5x an
+OpenBLAS ``sgemm`` on the thin products it is used for; a validator check
+1.45 -> 1.79 ms, an MTCNN detection on a 640x480 frame 57 -> 90 ms. Used by
+the face detector, the validator and the RLMS/PDM algebra; the patch-expert
+layers still use BLAS (``benchmarks/blas_matrix.py`` shows what that leaves).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._numba_cache import njit
+
+__all__ = ["matmul", "matmul_into", "matvec"]
+
+
+#: Products with fewer output columns than this vectorise over rows instead.
+NARROW = 24
+#: Rows per block of the row-vectorised kernel (its float64 sums stay in L1).
+_ROW_BLOCK = 256
+
+
+@njit(cache=True, nogil=True)
+def _gemm_rows(a, b, out):
+    """``out[i, j] = round32(sum_p float64(a[i, p]) * b[p, j])``, vectorised over ``j``.
+
+    Parameters
+    ----------
+    a : (m, k) float32
+    b : (k, n) float32
+    out : (m, n) float32, written
+
+    Zero entries of ``a`` are skipped: exact for finite ``b`` (a sum that
+    starts at +0.0 never becomes -0.0, so adding a zero product changes nothing).
+    """
+    m, k = a.shape
+    n = b.shape[1]
+    acc = np.empty(n, dtype=np.float64)
+    for i in range(m):
+        acc[:] = 0.0
+        for p in range(k):
+            aip = np.float64(a[i, p])
+            if aip == 0.0:
+                continue
+            brow = b[p]
+            for j in range(n):
+                acc[j] += aip * np.float64(brow[j])
+        orow = out[i]
+        for j in range(n):
+            orow[j] = np.float32(acc[j])
+
+
+@njit(cache=True, nogil=True)
+def _gemm_cols(at, b, out):
+    """The same sums as :func:`_gemm_rows`, vectorised over the rows ``i``
+    (for few output columns). ``at`` is ``a`` transposed, ``(k, m)`` float32;
+    zero entries of ``b`` are skipped (exact for finite ``a``)."""
+    k, m = at.shape
+    n = b.shape[1]
+    acc = np.empty((n, _ROW_BLOCK), dtype=np.float64)
+    for i0 in range(0, m, _ROW_BLOCK):
+        r = min(_ROW_BLOCK, m - i0)
+        for j in range(n):
+            accj = acc[j]   # 1-D views keep the inner loop simple enough to vectorise
+            for i in range(r):
+                accj[i] = 0.0
+            for p in range(k):
+                w = np.float64(b[p, j])
+                if w == 0.0:
+                    continue
+                row = at[p, i0:i0 + r]
+                for i in range(r):
+                    accj[i] += np.float64(row[i]) * w
+        for i in range(r):
+            for j in range(n):
+                out[i0 + i, j] = np.float32(acc[j, i])
+
+
+@njit(cache=True, nogil=True)
+def matmul_into(a, b, out):
+    """Fixed-order ``out = a @ b`` of 2-D float32 arrays, callable from Numba
+    kernels (``out`` ``(m, n)`` float32 is written). The loop order, and so
+    the speed, depends on the shapes; the sums do not (see :func:`matmul`)."""
+    if b.shape[1] < NARROW and a.shape[0] >= 2 * NARROW:
+        _gemm_cols(np.ascontiguousarray(a.T), b, out)
+    else:
+        _gemm_rows(a, b, out)
+
+
+@njit(cache=True, nogil=True)
+def matvec(a, x):
+    """Fixed-order ``a @ x`` for a (m, k) float32 matrix and a (k,) vector,
+    callable from Numba kernels; returns (m,) float32, each element the
+    float64 sum over increasing ``k`` of the exact products, rounded once."""
+    m, k = a.shape
+    out = np.empty(m, dtype=np.float32)
+    for i in range(m):
+        s = 0.0
+        for p in range(k):
+            s += np.float64(a[i, p]) * np.float64(x[p])
+        out[i] = np.float32(s)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _gemm_batched(a, b, out):
+    """:func:`matmul_into` on each of ``B`` matrix pairs: a (B, m, k), b (B, k, n), out (B, m, n)."""
+    for t in range(a.shape[0]):
+        matmul_into(a[t], b[t], out[t])
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` of float32 matrices (or stacks of them), bit-identical on every CPU.
+
+    Parameters
+    ----------
+    a : (m, k) or (B, m, k) array_like of float32
+    b : (k, n) or (B, k, n) array_like of float32
+        A 2-D operand is used for every matrix of a 3-D one.
+
+    Returns
+    -------
+    (m, n) or (B, m, n) ndarray of float32
+        Each element is the float64 sum, in increasing ``k``, of the exact
+        products, rounded once to float32 (see the module notes).
+
+    Raises
+    ------
+    ValueError
+        If the operands are not 2-D or 3-D, or their sizes do not chain.
+    TypeError
+        If an operand is not float32.
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.ndim not in (2, 3) or b.ndim not in (2, 3):
+        raise ValueError(f"matmul expects 2-D or 3-D operands, got shapes {a.shape} and {b.shape}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul: inner sizes differ: {a.shape} @ {b.shape}")
+    if a.dtype != np.float32 or b.dtype != np.float32:
+        raise TypeError(f"matmul expects float32 operands, got {a.dtype} and {b.dtype}")
+    if a.ndim == 2 and b.ndim == 2:
+        m, n = a.shape[0], b.shape[1]
+        out = np.empty((m, n), dtype=np.float32)
+        if out.size == 0:
+            return out
+        b = np.ascontiguousarray(b)
+        if n < NARROW and m >= 2 * NARROW:
+            # few output columns: vectorise over rows; a column-major ``a``
+            # (e.g. an im2col built transposed) needs no copy
+            _gemm_cols(np.ascontiguousarray(a.T), b, out)
+        else:
+            _gemm_rows(np.ascontiguousarray(a), b, out)
+        return out
+    if a.ndim == 3 and b.ndim == 3 and a.shape[0] != b.shape[0]:
+        raise ValueError(f"matmul: batch sizes differ: {a.shape} @ {b.shape}")
+    if b.ndim == 2:
+        # one right operand for every left matrix: a single tall product
+        m = a.shape[1]
+        return matmul(a.reshape(-1, a.shape[2]), b).reshape(a.shape[0], m, b.shape[1])
+    if a.ndim == 2:
+        a = np.broadcast_to(a, (b.shape[0],) + a.shape)
+    out = np.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=np.float32)
+    if out.size:
+        _gemm_batched(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+    return out
