@@ -209,11 +209,31 @@ def process(inputs: Sequence[Union[str, os.PathLike]], out_dir, options: Optiona
         Bad ``num_parts`` / ``part_id`` / ``workers``.
     """
     t0 = time.perf_counter()
-    options = options or FileOptions()
+    options, out_dir = _absolute_paths(options or FileOptions(), out_dir)
+    manifest, summary, todo = _plan(inputs, out_dir, options, num_parts, part_id, resume)
+    scheduler = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    n = _worker_count(workers)
+    record = _recorder(manifest, summary, options.fingerprint(), on_record)
+    _run_todo(todo, manifest, out_dir, options, record, stop, progress, summary, scheduler, n)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _absolute_paths(options: FileOptions, out_dir):
+    """``options`` with an absolute model folder and the created, absolute ``out_dir``."""
     if options.model_dir is not None:
         options = dataclasses.replace(options, model_dir=os.path.abspath(options.model_dir))
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
+    return options, out_dir
+
+
+def _plan(inputs, out_dir: Path, options: FileOptions, num_parts: int, part_id: int, resume: bool):
+    """Discover this part's inputs and open its manifest.
+
+    Returns ``(manifest, summary, todo)``: ``summary`` already lists the
+    inputs skipped as done (when ``resume``), ``todo`` holds ``(item,
+    signature)`` for the others."""
     items = shard(discover(inputs, images=options.images), num_parts, part_id)
     manifest = Manifest(out_dir, num_parts, part_id)
     summary = BatchSummary(items, out_dir=out_dir)
@@ -226,18 +246,31 @@ def process(inputs: Sequence[Union[str, os.PathLike]], out_dir, options: Optiona
             summary.skipped.append(rec)
         else:
             todo.append((it, sig))
-    scheduler = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    return manifest, summary, todo
+
+
+def _worker_count(workers: Optional[int]) -> int:
+    """``workers``, checked, or one per core when None."""
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    n = workers or os.cpu_count() or 1
+    return workers or os.cpu_count() or 1
 
+
+def _recorder(manifest: Manifest, summary: BatchSummary, fp, on_record) -> Callable:
+    """``record(item, signature, rec)``: stamp a finished input's record and
+    write it to the manifest, the summary and ``on_record``."""
     def record(it: Item, sig, rec: dict) -> None:
         rec.update(signature=sig, options=fp, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         manifest.append(rec)
         summary.records.append(rec)
         if on_record:
             on_record(rec)
+    return record
 
+
+def _run_todo(todo, manifest, out_dir, options, record, stop, progress, summary, scheduler, n) -> None:
+    """Run ``todo`` here (one worker, no scheduler) or on Dask until done or
+    halted (Ctrl-C or ``stop``); closes ``manifest`` in any case."""
     try:
         with InterruptFlag() as flag:
             halt = (lambda: flag() or stop()) if stop else flag
@@ -254,8 +287,6 @@ def process(inputs: Sequence[Union[str, os.PathLike]], out_dir, options: Optiona
                 run_dask(todo, out_dir, options, record, halt, progress, summary, scheduler, n)
     finally:
         manifest.close()
-    summary.seconds = time.perf_counter() - t0
-    return summary
 
 
 def _run_here(todo, out_dir, options, record, halt, progress, summary) -> None:
