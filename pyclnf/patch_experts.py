@@ -16,9 +16,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .models.ccnf import CCNFScale, read_ccnf
-from .models.cen import CENScale, read_cen
-from .models.descriptor import ModelDescriptor, read_early_termination
+from .formats.ccnf import CCNFScale, read_ccnf
+from .formats.cen import CENScale, read_cen
+from .formats.descriptor import ModelDescriptor, read_early_termination
 
 #: Support (patch) size of every OpenFace CEN/CCNF expert, pixels.
 SUPPORT = 11
@@ -274,7 +274,7 @@ def load_expert_set(model_dir=None, model: str = "ceclm", scales: Optional[Seque
     """
     from .config import MAIN_DESCRIPTORS
     from .models import find_model_dir
-    from .models.descriptor import read_main_descriptor
+    from .formats.descriptor import read_main_descriptor
     if model not in MAIN_DESCRIPTORS:
         raise ValueError(f"model must be one of {sorted(MAIN_DESCRIPTORS)}, got {model!r}")
     root = find_model_dir(model_dir, required=(MAIN_DESCRIPTORS[model],))

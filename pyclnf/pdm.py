@@ -19,7 +19,7 @@ import numpy as np
 
 from ._fixed_order import matmul
 from .fitting import _rlms_kernels as K
-from .models.pdm_file import PDMData, read_pdm
+from .formats.pdm_file import PDMData, read_pdm
 from .rotation import euler_to_matrix
 
 F32 = np.float32

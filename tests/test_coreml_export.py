@@ -27,8 +27,8 @@ import pytest
 from pyclnf.errors import BackendUnavailableError
 from pyclnf.export import export_coreml, read_manifest
 from pyclnf.export.coreml_export import import_coremltools
-from pyclnf.models.ccnf import read_ccnf
-from pyclnf.models.cen import read_cen
+from pyclnf.formats.ccnf import read_ccnf
+from pyclnf.formats.cen import read_cen
 
 ct = import_coremltools()
 from coremltools.libmilstoragepython import _BlobStorageReader  # noqa: E402

@@ -24,7 +24,7 @@ from pyclnf.export import ensure_export, export_onnx, load_expert_set, read_mani
 from pyclnf.export.layout import cen_view_layout
 from pyclnf.export.manifest import MANIFEST_NAME
 from pyclnf.models import file_sha256
-from pyclnf.models.cen import RELU, SIGMOID, read_cen, write_cen
+from pyclnf.formats.cen import RELU, SIGMOID, read_cen, write_cen
 
 RESP_TOL = 1e-4
 #: the issue's budget for exporting a real-architecture set (272 + 4 fused models)

@@ -232,7 +232,7 @@ def test_params_from_merged_part_landmarks_match_openface(shared_dir, pdm, stem,
 def test_part_models_start_like_openface(shared_dir, model_dir, stem, model):
     """Each part PDM fitted to the main landmarks it maps (PDM::CalcParams with
     x == 0 meaning missing) starts where OpenFace's started."""
-    from pyclnf.models.descriptor import read_main_descriptor
+    from pyclnf.formats.descriptor import read_main_descriptor
 
     d = _load(shared_dir, stem, model)
     main = read_main_descriptor(model_dir / ("main_ceclm_general.txt" if model == "ceclm" else "main_clnf_general.txt"))

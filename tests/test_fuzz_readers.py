@@ -164,11 +164,11 @@ def mutate(data: bytes, kind: str, seed: int, reader: str, index: int) -> bytes:
 def _loader(name: str, model_dir: Path):
     from pyclnf.detection._cnn import read_network_file
     from pyclnf.detection.mtcnn import MTCNNDetector
-    from pyclnf.models.ccnf import read_ccnf
-    from pyclnf.models.cen import read_cen
-    from pyclnf.models.descriptor import (read_early_termination, read_main_descriptor,
+    from pyclnf.formats.ccnf import read_ccnf
+    from pyclnf.formats.cen import read_cen
+    from pyclnf.formats.descriptor import (read_early_termination, read_main_descriptor,
                                           read_model_descriptor, read_triangulations)
-    from pyclnf.models.pdm_file import read_pdm
+    from pyclnf.formats.pdm_file import read_pdm
     from pyclnf.validator import DetectionValidator
 
     return {

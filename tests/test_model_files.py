@@ -23,15 +23,15 @@ import numpy as np
 import pytest
 
 from pyclnf.errors import ModelFormatError, ModelNotFoundError, PyclnfError
-from pyclnf.models.ccnf import read_ccnf, write_ccnf
-from pyclnf.models.cen import read_cen, write_cen
-from pyclnf.models.descriptor import (
+from pyclnf.formats.ccnf import read_ccnf, write_ccnf
+from pyclnf.formats.cen import read_cen, write_cen
+from pyclnf.formats.descriptor import (
     read_early_termination,
     read_main_descriptor,
     read_model_descriptor,
     read_triangulations,
 )
-from pyclnf.models.pdm_file import read_pdm
+from pyclnf.formats.pdm_file import read_pdm
 
 MAIN_FILES = ("main_clnf_general.txt", "main_ceclm_general.txt")
 
@@ -745,7 +745,7 @@ def test_descriptor_names_only_regular_files_inside_the_folder(model_dir, tmp_pa
 def test_readers_refuse_devices_fifos_and_oversize_files(tmp_path, special):
     """Called directly (not through a descriptor), a reader must not read
     without bound or block: /dev/zero and a FIFO are refused before reading."""
-    from pyclnf.models._binary import MAX_BINARY_BYTES, MAX_TEXT_BYTES
+    from pyclnf.formats.binary import MAX_BINARY_BYTES, MAX_TEXT_BYTES
 
     path = tmp_path / "x"
     if special == "/dev/zero":

@@ -39,7 +39,7 @@ import pytest
 
 from pyclnf.backends.numba_backend import NumbaBackend
 from pyclnf.backends.numpy_backend import NumpyBackend
-from pyclnf.models.descriptor import read_main_descriptor
+from pyclnf.formats.descriptor import read_main_descriptor
 from pyclnf.patch_experts import PatchExpertSet
 
 SUPPORT = 11

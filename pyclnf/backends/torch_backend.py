@@ -50,7 +50,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import BackendUnavailableError
-from ..models.cen import LINEAR, RELU, SIGMOID
+from ..formats.cen import LINEAR, RELU, SIGMOID
 from ..patch_experts import SUPPORT
 from .base import PatchExpertBackend
 

@@ -34,7 +34,7 @@ Convolutions are an im2col (a strided view copied once) followed by a single
 float32) rather than BLAS, whose summation order depends on the CPU: the
 detector's boxes and the validator's bins are then the same on every machine.
 
-Files are read with :class:`pyclnf.models._binary.BinaryReader`: every count
+Files are read with :class:`pyclnf.formats.binary.BinaryReader`: every count
 is checked against the bytes that remain before anything is allocated, float
 values must be finite, and problems raise
 :class:`~pyclnf.errors.ModelFormatError` naming the file, the byte offset and
@@ -53,7 +53,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .._fixed_order import NARROW, matmul
 from .._threads import single_threaded_blas
 from ..errors import ModelFormatError
-from ..models._binary import FLOAT_TYPES, INT_TYPES, BinaryReader  # noqa: F401 (re-exported)
+from ..formats.binary import FLOAT_TYPES, INT_TYPES, BinaryReader  # noqa: F401 (re-exported)
 
 __all__ = [
     "BinaryReader",

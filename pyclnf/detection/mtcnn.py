@@ -332,7 +332,7 @@ class MTCNNDetector:
             If a network is not named, names a file that is missing or outside
             the text file's folder, or a file is corrupt.
         """
-        from ..models.descriptor import descriptor_lines, locate_model_file
+        from ..formats.descriptor import descriptor_lines, locate_model_file
 
         path = Path(path)
         files = {}

@@ -51,7 +51,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..models.cen import LINEAR, RELU, SIGMOID
+from ..formats.cen import LINEAR, RELU, SIGMOID
 from ..patch_experts import PatchExpertSet, SUPPORT
 from .layout import (LAYOUT_VERSION, N_FEATURES, cen_block_arrays, cen_landmark_layout, cen_slot_arrays,
                      cen_view_layout, ccnf_view_pack)

@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..models.cen import CENScale
+from ..formats.cen import CENScale
 from ..patch_experts import PatchExpertSet
 
 __all__ = ["ExpertKind", "CENKind", "CCNFKind", "ScaleWriter", "expert_kind", "normalise_windows",

@@ -32,7 +32,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from ..models.cen import CENExpert
+from ..formats.cen import CENExpert
 from ..patch_experts import PatchExpertSet, SUPPORT, ccnf_precision
 from .kinds import CCNFKind, CENKind, expert_kind
 

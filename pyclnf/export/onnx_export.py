@@ -58,7 +58,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..models.cen import LINEAR, RELU, SIGMOID
+from ..formats.cen import LINEAR, RELU, SIGMOID
 from ..patch_experts import PatchExpertSet, SUPPORT
 from .kinds import ScaleWriter, write_models
 from .layout import (LAYOUT_VERSION, N_FEATURES, CENViewLayout, cen_block_arrays, cen_landmark_layout,

@@ -4,7 +4,7 @@ OpenFace's trained CEN files (60-154 MB) cannot ship with PyCLNF; for speed
 work and tests this module writes files of the *same* format, mirrored
 layout and network sizes with random weights:
 
-* :func:`make_synthetic_cen` -- a :class:`~pyclnf.models.cen.CENScale` with
+* :func:`make_synthetic_cen` -- a :class:`~pyclnf.formats.cen.CENScale` with
   the views, visibilities and mirror tables of a template file and random
   float32 networks (default 122-300-100-50-1, ReLU, ReLU, sigmoid, sigmoid);
 * :func:`write_synthetic_cen_set` -- a whole OpenFace model folder whose
@@ -28,7 +28,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cen import LINEAR, RELU, SIGMOID, CENExpert, CENScale, read_cen, write_cen
+from ..formats.cen import LINEAR, RELU, SIGMOID, CENExpert, CENScale, read_cen, write_cen
 
 __all__ = ["SMALL_ARCHITECTURE", "LARGE_ARCHITECTURE", "OPENFACE_ACTIVATIONS", "make_synthetic_cen",
            "write_synthetic_cen_set", "architecture_for_scaling"]
@@ -145,7 +145,7 @@ def write_synthetic_cen_set(model_dir, out_dir, seed: int = 0,
         ``out_dir``.  A stamp file records seed, architectures and template
         sizes; calling again with the same arguments rewrites nothing.
     """
-    from .descriptor import read_main_descriptor
+    from ..formats.descriptor import read_main_descriptor
     from .locate import find_model_dir
     src_root = find_model_dir(model_dir, required=("main_ceclm_general.txt",)).resolve()
     out = Path(out_dir)

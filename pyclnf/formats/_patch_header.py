@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._binary import ALL_TYPES, BinaryReader, BinaryWriter
+from .binary import ALL_TYPES, BinaryReader, BinaryWriter
 
 
 def read_patch_header(r: BinaryReader):
@@ -48,8 +48,8 @@ def write_patch_header(w: BinaryWriter, scaling, centers_deg, visibilities) -> N
 
 
 class ViewLayoutMixin:
-    """Properties shared by :class:`~pyclnf.models.cen.CENScale` and
-    :class:`~pyclnf.models.ccnf.CCNFScale` (fields ``centers_deg``,
+    """Properties shared by :class:`~pyclnf.formats.cen.CENScale` and
+    :class:`~pyclnf.formats.ccnf.CCNFScale` (fields ``centers_deg``,
     ``visibilities``, ``experts``)."""
 
     @property

@@ -26,7 +26,7 @@ from typing import List
 
 import numpy as np
 
-from ._binary import BinaryReader, BinaryWriter
+from .binary import BinaryReader, BinaryWriter
 from ._patch_header import ViewLayoutMixin, read_patch_header, write_patch_header
 
 EXPERT_RECORD = 5

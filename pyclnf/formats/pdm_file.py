@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._binary import FLOAT32_MAX
+from .binary import FLOAT32_MAX
 from ._text import TextMatrixReader
 
 

@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..errors import ModelFormatError
-from ._binary import MAX_DIM, read_model_bytes
+from .binary import MAX_DIM, read_model_bytes
 from ._text import TextMatrixReader
 
 #: Largest descriptor or early-termination file read (OpenFace's are below 1 kB).

@@ -4,8 +4,8 @@ The format is a sequence of records ``rows cols type`` followed by
 ``rows*cols`` numbers, with ``#`` comment lines in between.  Errors name the
 file and the 1-based line number.  Values must be finite (``nan``, ``inf`` and
 ``1e309`` are refused) and, for integer types, whole numbers in the type's
-range.  Files are read with :func:`~pyclnf.models._binary.read_model_bytes`
-(a regular file of at most :data:`~pyclnf.models._binary.MAX_TEXT_BYTES`).
+range.  Files are read with :func:`~pyclnf.formats.binary.read_model_bytes`
+(a regular file of at most :data:`~pyclnf.formats.binary.MAX_TEXT_BYTES`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from ..errors import ModelFormatError
-from ._binary import CV_TYPE_TO_DTYPE, MAX_DIM, MAX_TEXT_BYTES, read_model_bytes
+from .binary import CV_TYPE_TO_DTYPE, MAX_DIM, MAX_TEXT_BYTES, read_model_bytes
 
 
 class TextMatrixReader:

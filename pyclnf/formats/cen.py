@@ -25,7 +25,7 @@ from typing import List
 
 import numpy as np
 
-from ._binary import FLOAT_TYPES, BinaryReader, BinaryWriter
+from .binary import FLOAT_TYPES, BinaryReader, BinaryWriter
 from ._patch_header import ViewLayoutMixin, read_patch_header, write_patch_header
 
 EXPERT_RECORD = 6
