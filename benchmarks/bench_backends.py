@@ -5,7 +5,7 @@
 
 For two CEN sets -- OpenFace's stand-in files (122-7-1) and synthetic files of
 OpenFace's real architecture (122-300-100-50-1 at 0.25/0.35, 122-500-200-100-1
-at 0.50/1.00; :func:`pyclnf.models.synthetic.write_synthetic_cen_set`, seed 0)
+at 0.50/1.00; :func:`pyclnf.testing.synthetic.write_synthetic_cen_set`, seed 0)
 -- it prints
 
 1. responses per second of every backend (:func:`pyclnf.backends.benchmark_backends_detailed`,
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     from pyclnf.backends import benchmark_backends_detailed
     from pyclnf.backends.benchmark import format_fps, format_table
     from pyclnf.export import export_onnx
-    from pyclnf.models.synthetic import write_synthetic_cen_set
+    from pyclnf.testing.synthetic import write_synthetic_cen_set
 
     t0 = time.perf_counter()
     synth = write_synthetic_cen_set(MODEL_DIR, os.path.join(work, "synthetic-cen"), seed=0)

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     import cv2
     import numpy as np
     from pyclnf import CLNF
-    from pyclnf.models.synthetic import write_synthetic_cen_set
+    from pyclnf.testing.synthetic import write_synthetic_cen_set
 
     tmp = tempfile.mkdtemp(prefix="pyclnf-bench-")
     synth_dir = write_synthetic_cen_set(MODEL_DIR, tmp, seed=0)

@@ -550,7 +550,7 @@ def main(argv=None) -> int:
         import pyclnf
         from pyclnf import CLNF
         from pyclnf.backends.torch_backend import TorchBackend
-        from pyclnf.models.synthetic import write_synthetic_cen_set
+        from pyclnf.testing.synthetic import write_synthetic_cen_set
     except ModuleNotFoundError as exc:
         _say(f"PyCLNF cannot be imported here: it needs {exc.name!r} at import time (fix that import)")
         return 3

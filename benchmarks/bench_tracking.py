@@ -33,7 +33,7 @@ def main(argv=None) -> int:
         return run_on_one_and_two_cores(os.path.abspath(__file__), extra)
     set_threads(args.threads)
     from pyclnf import CLNF
-    from pyclnf.models.synthetic import write_synthetic_cen_set
+    from pyclnf.testing.synthetic import write_synthetic_cen_set
 
     synth = write_synthetic_cen_set(MODEL_DIR, tempfile.mkdtemp(prefix="pyclnf-bench-"), seed=0)
     print(f"\n== {args.threads} thread(s)")

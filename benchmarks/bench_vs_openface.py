@@ -26,7 +26,7 @@ fit rows
     ``--wild-faces`` faces), ``fit-ceclm`` (the shared stand-in CEN files),
     ``fit-ceclm-real`` (CEN files of OpenFace's real architecture:
     122-300-100-50-1 at scales 0.25/0.35, 122-500-200-100-1 at 0.5/1.0, random
-    weights written with :mod:`pyclnf.models.synthetic` into a temporary
+    weights written with :mod:`pyclnf.testing.synthetic` into a temporary
     model folder whose other entries link to the shared one; both programs
     read that folder).
 tracking rows
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
     try:
         real_dir = None
         if any(ROWS[r][3] for r in rows):
-            from pyclnf.models.synthetic import write_synthetic_cen_set
+            from pyclnf.testing.synthetic import write_synthetic_cen_set
             print("writing the real-architecture CEN folder ...", file=sys.stderr, flush=True)
             real_dir = write_synthetic_cen_set(MODEL_DIR, work / "model-real-arch", seed=0)
         workers = {c: Worker(c, args.backend) for c in cores}

@@ -53,7 +53,7 @@ def _worker(model: str, out: str, frames: int, n_lfpw: int) -> int:
     import threadpoolctl
 
     from pyclnf.clnf import CLNF
-    from pyclnf.datasets import read_pts
+    from pyclnf.testing.datasets import read_pts
 
     kernels = sorted({i.get("architecture") or "?" for i in threadpoolctl.threadpool_info()
                       if i.get("internal_api") == "openblas"})
@@ -106,7 +106,7 @@ def _multi_match(data, model: str, frames: int):
     sys.path.insert(0, str(REPO / "tests"))
     from test_tracking import MULTI_MATCH_DIST, _multi_compare
 
-    from pyclnf.datasets import read_openface_csv
+    from pyclnf.testing.datasets import read_openface_csv
 
     ref = read_openface_csv(SHARED / "reference" / "openface-samples" / model / "track" / "multi_face.csv")
     n = int(data["frame"].max(initial=0))

@@ -29,7 +29,7 @@ def synthetic_set(tmp_root: Path, model_dir: Path) -> Path:
     """Synthetic CEN set of OpenFace's real architecture (seed 0), built once."""
     key = ("synthetic", str(tmp_root), str(model_dir))
     if key not in _CACHE:
-        from pyclnf.models.synthetic import write_synthetic_cen_set
+        from pyclnf.testing.synthetic import write_synthetic_cen_set
         _CACHE[key] = write_synthetic_cen_set(model_dir, Path(tmp_root) / "synthetic-cen", seed=0)
     return _CACHE[key]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pyclnf.clnf import CLNF
-from pyclnf.datasets import read_openface_csv
+from pyclnf.testing.datasets import read_openface_csv
 from pyclnf.errors import ModelNotFoundError
 from pyclnf.pose import HeadPose
 

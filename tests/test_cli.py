@@ -37,7 +37,7 @@ from scipy.optimize import linear_sum_assignment
 
 from pyclnf.cli import main
 from pyclnf.clnf import CLNF
-from pyclnf.datasets import landmarks_from_row, mean_distance, read_openface_csv
+from pyclnf.testing.datasets import landmarks_from_row, mean_distance, read_openface_csv
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "ceclm"            # OpenFace's default, and the faster model

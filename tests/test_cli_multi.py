@@ -6,7 +6,7 @@ import cv2
 import pytest
 
 from pyclnf.cli import main
-from pyclnf.datasets import landmarks_from_row, mean_distance, read_openface_csv
+from pyclnf.testing.datasets import landmarks_from_row, mean_distance, read_openface_csv
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ from scipy.optimize import linear_sum_assignment
 
 from _samples import SAMPLE_IMAGES
 from pyclnf.clnf import CLNF
-from pyclnf.datasets import landmarks_from_row, mean_distance, read_openface_csv, tight_box
+from pyclnf.testing.datasets import landmarks_from_row, mean_distance, read_openface_csv, tight_box
 from pyclnf.tracking import box_iou
 
 MODELS = ["clnf", "ceclm"]

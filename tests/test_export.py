@@ -1,5 +1,5 @@
 """ONNX export (pyclnf.export), its manifest and rebuilds, the command lines,
-and the synthetic real-architecture CEN files (pyclnf.models.synthetic).
+and the synthetic real-architecture CEN files (pyclnf.testing.synthetic).
 
 Response tolerances are those of test_onnx_backend.py: 1e-4 on a [0, 1]
 scale (absolute for the sigmoid-ended synthetic experts, times the batch
@@ -95,7 +95,7 @@ def test_synthetic_responses_vary_and_are_not_saturated(tmp_path_factory, model_
 
 
 def test_make_synthetic_cen_rejects_bad_architectures(model_dir):
-    from pyclnf.models.synthetic import make_synthetic_cen
+    from pyclnf.testing.synthetic import make_synthetic_cen
     tpl = read_cen(model_dir / "patch_experts" / "cen_patches_0.25_of.dat")
     with pytest.raises(ValueError, match="end with 1 output"):
         make_synthetic_cen(tpl, (122, 10, 2), (2, 0))

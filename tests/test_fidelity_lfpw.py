@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from pyclnf.clnf import CLNF
-from pyclnf.datasets import (landmarks_from_row, mean_distance, normalised_mean_error, read_openface_csv,
+from pyclnf.testing.datasets import (landmarks_from_row, mean_distance, normalised_mean_error, read_openface_csv,
                              read_pts)
 
 CONFIGS = [("clnf", "default"), ("clnf", "wild"), ("ceclm", "default"), ("ceclm", "wild")]
@@ -128,7 +128,7 @@ def test_accuracy_not_worse_than_openface(lfpw_fits, model, settings):
 
 
 def _pts_0based(path, one_based):
-    """Independent .pts parser (the test's own, not pyclnf.datasets)."""
+    """Independent .pts parser (the test's own, not pyclnf.testing.datasets)."""
     lines = path.read_text().splitlines()
     body = lines[lines.index("{") + 1:lines.index("}")]
     pts = np.array([[float(v) for v in line.split()] for line in body if line.strip()])
@@ -139,7 +139,7 @@ def _pts_0based(path, one_based):
 def test_openface_reference_nme_matches_readme(shared_dir, lfpw_boxes, model, settings):
     """Control: NME written out here (mean point error / |p36 - p45| of the
     0-based ground truth), applied to OpenFace's own outputs, gives the
-    README's figure (4 decimals), and pyclnf.datasets computes the same."""
+    README's figure (4 decimals), and pyclnf.testing.datasets computes the same."""
     data = shared_dir / "data" / "300w-lfpw-test"
     ref_root = shared_dir / "reference" / "lfpw-test" / f"{model}-{settings}"
     ours, helper = [], []
@@ -158,7 +158,7 @@ def test_openface_reference_nme_matches_readme(shared_dir, lfpw_boxes, model, se
 @pytest.mark.parametrize("model,settings", CONFIGS, ids=IDS)
 def test_openface_reference_pts_and_csv_agree(shared_dir, lfpw_boxes, model, settings):
     """Control: OpenFace's .pts and .csv outputs hold the same landmarks (so
-    comparing with either is the same), read by pyclnf.datasets."""
+    comparing with either is the same), read by pyclnf.testing.datasets."""
     ref_root = shared_dir / "reference" / "lfpw-test" / f"{model}-{settings}"
     for stem, _ in lfpw_boxes:
         rows = read_openface_csv(ref_root / f"{stem}.csv")

@@ -82,7 +82,7 @@ def real_arch_set(model_dir):
     """One scale (0.25) of synthetic experts of OpenFace's real CEN architecture
     (122-300-100-50-1, ReLU, ReLU, sigmoid, sigmoid) with the stand-ins' layout."""
     from pyclnf.formats.cen import read_cen
-    from pyclnf.models.synthetic import make_synthetic_cen
+    from pyclnf.testing.synthetic import make_synthetic_cen
     template = read_cen(model_dir / "patch_experts" / "cen_patches_0.25_of.dat")
     return PatchExpertSet([make_synthetic_cen(template, seed=3)])
 

@@ -45,7 +45,7 @@ import numpy as np
 import pytest
 
 from pyclnf.clnf import CLNF
-from pyclnf.datasets import landmarks_from_row, mean_distance, read_openface_csv
+from pyclnf.testing.datasets import landmarks_from_row, mean_distance, read_openface_csv
 from pyclnf.video import read_image
 
 MODELS = ["clnf", "ceclm"]

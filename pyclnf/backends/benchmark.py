@@ -93,7 +93,7 @@ def synthetic_expert_set(seed: int = 0, architecture: Sequence[int] = (122, 300,
     ``activations`` default: OpenFace's (ReLU, ReLU, sigmoid, sigmoid) for a
     4-layer ``architecture``, else ReLU hidden layers and a sigmoid output."""
     from ..formats.cen import CENExpert, CENScale
-    from ..models.synthetic import OPENFACE_ACTIVATIONS, make_synthetic_cen
+    from ..testing.synthetic import OPENFACE_ACTIVATIONS, make_synthetic_cen
     template = CENScale(0.25, np.zeros((1, 3)), np.ones((1, n_points), np.int32),
                         np.arange(n_points, dtype=np.int32), np.zeros(1, np.int32),
                         [[CENExpert(11, 11, [1], [np.zeros((1, 1), np.float32)],

@@ -113,7 +113,7 @@ def locate_model_file(descriptor: Path, line: int, root: Path, relative: str) ->
     The check is on the path as written (no absolute paths, no ``..`` that
     leaves ``root``), then the file must exist and be a regular file (symbolic
     links are followed: a model folder made of links, such as the one
-    :func:`~pyclnf.models.synthetic.synthetic_model_dir` writes, is fine; a
+    :func:`~pyclnf.testing.synthetic.synthetic_model_dir` writes, is fine; a
     link to a device is refused here, and the readers bound every file's size).
     """
     if os.path.isabs(relative) or (os.name == "nt" and os.path.splitdrive(relative)[0]):

@@ -146,7 +146,7 @@ def write_synthetic_cen_set(model_dir, out_dir, seed: int = 0,
         sizes; calling again with the same arguments rewrites nothing.
     """
     from ..formats.descriptor import read_main_descriptor
-    from .locate import find_model_dir
+    from ..models.locate import find_model_dir
     src_root = find_model_dir(model_dir, required=("main_ceclm_general.txt",)).resolve()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
