@@ -247,7 +247,7 @@ def process_file(det, source, base, options: FileOptions, *, resume: bool = Fals
 
 def _images(det, files: List[Path], base: Path, options, res: FileResult, resume, stop, on_frame, on_start):
     """Independent images: detect and fit every face; one CSV row per face."""
-    from ..output import CSVWriter, draw_landmarks, json_record, write_atomic
+    from ..output import CSVWriter
     from ..video import read_image
     if on_start:
         on_start(len(files))
@@ -264,18 +264,7 @@ def _images(det, files: List[Path], base: Path, options, res: FileResult, resume
                 res.messages.append(str(exc))
                 res.bad_frames += 1
                 continue
-            results = det.detect_and_fit(img, camera=options.camera(img.shape))
-            overlay = None
-            if options.overlay:
-                from ..output import bgr8
-                overlay = bgr8(img)
-            for face_id, (lm, info) in enumerate(results):
-                writer.write(i, face_id, 0.0, lm, info, _points_3d(det, info, img.shape, options))
-                if options.json:
-                    records.append(json_record(i, face_id, 0.0, lm, info) | {"file": f.name})
-                if overlay is not None:
-                    overlay = draw_landmarks(overlay, lm, info["success"])
-            res.frames_ok += any(info["success"] for _, info in results)
+            overlay = _write_image_faces(det, img, i, f, options, writer, records, res)
             writer.flush()
             if overlay is not None:
                 name = f"{base.name}_overlay.png" if len(files) == 1 else f"{base.name}_{f.stem}_overlay.png"
@@ -292,11 +281,38 @@ def _images(det, files: List[Path], base: Path, options, res: FileResult, resume
     except BaseException:
         writer.abort()
         raise
-    if res.bad_frames == len(files):
+    _finish_images(writer, len(files), base, options, records, overlays, res)
+
+
+def _write_image_faces(det, img, i: int, f: Path, options, writer, records: list, res: FileResult):
+    """Detect and fit every face of image ``i`` (file ``f``), write its CSV
+    rows and JSON records; returns its overlay (BGR uint8) or None."""
+    from ..output import draw_landmarks, json_record
+    results = det.detect_and_fit(img, camera=options.camera(img.shape))
+    overlay = None
+    if options.overlay:
+        from ..output import bgr8
+        overlay = bgr8(img)
+    for face_id, (lm, info) in enumerate(results):
+        writer.write(i, face_id, 0.0, lm, info, _points_3d(det, info, img.shape, options))
+        if options.json:
+            records.append(json_record(i, face_id, 0.0, lm, info) | {"file": f.name})
+        if overlay is not None:
+            overlay = draw_landmarks(overlay, lm, info["success"])
+    res.frames_ok += any(info["success"] for _, info in results)
+    return overlay
+
+
+def _finish_images(writer, n_files: int, base: Path, options, records: list, overlays: list,
+                   res: FileResult) -> None:
+    """Commit the CSV, JSON and overlays of ``n_files`` images and set the
+    status; with no readable image, leave no CSV and fail."""
+    from ..output import write_atomic
+    if res.bad_frames == n_files:
         writer.abort()   # nothing readable: leave no CSV behind
         res.status = "failed"
-        res.error = res.messages[0] if len(files) == 1 else f"none of the {len(files)} images could be read"
-        res.messages = [] if len(files) == 1 else res.messages
+        res.error = res.messages[0] if n_files == 1 else f"none of the {n_files} images could be read"
+        res.messages = [] if n_files == 1 else res.messages
         return
     writer.close()
     res.outputs.append(writer.path)
@@ -330,8 +346,7 @@ def _peek_camera(frames, options: FileOptions):
 
 def _stream(det, source, base: Path, options, res: FileResult, resume, stop, on_frame, on_start):
     """A video, image folder or webcam: one CSV row per face and frame."""
-    from ..output import CSVWriter, OverlayVideo, bgr8, draw_landmarks, json_record, write_atomic
-    from ..video import missing_frames
+    from ..output import CSVWriter, OverlayVideo, bgr8
     res.declared_frames = source.n_frames if source.kind == "video" else None
     if on_start:
         on_start(source.n_frames)
@@ -341,33 +356,14 @@ def _stream(det, source, base: Path, options, res: FileResult, resume, stop, on_
     video = OverlayVideo(f"{base}_overlay.avi", source.fps) if options.overlay else None
     records, pending = [], []
     frames, camera = _peek_camera(iter(source.frames()), options)
-
-    def images():
-        for fr in frames:
-            pending.append(fr)
-            if fr.image is None:
-                res.messages.append(f"frame {fr.index}: {fr.error}")
-            yield fr.image
-
-    if options.multi:
-        per_frame = det.track_multi(images(), max_faces=options.max_faces, camera=camera)
-    else:
-        per_frame = ([(0, lm, info)] for lm, info in det.track(images(), camera=camera))
+    per_frame = _track(det, frames, camera, options, pending, res)
     try:
         for faces in per_frame:
             fr = pending.pop()
             res.bad_frames += fr.image is None
             ts = source.timestamp(fr.index)
             vis = bgr8(fr.image) if video is not None and fr.image is not None else None
-            for face_id, lm, info in faces:
-                if options.multi and face_id is None:   # a bad frame: no face rows
-                    continue
-                pts3 = _points_3d(det, info, fr.image.shape, options) if lm is not None else None
-                writer.write(fr.index + 1, face_id, ts, lm, info, pts3)
-                if options.json:
-                    records.append(json_record(fr.index + 1, face_id, ts, lm, info))
-                if vis is not None:
-                    vis = draw_landmarks(vis, lm, info["success"])
+            vis = _write_frame_faces(det, fr, ts, faces, options, writer, records, vis)
             writer.flush()
             if vis is not None:
                 video.write(vis)
@@ -389,6 +385,46 @@ def _stream(det, source, base: Path, options, res: FileResult, resume, stop, on_
         if video is not None:
             video.abort()
         raise
+    _finish_stream(writer, video, base, options, records, res)
+
+
+def _track(det, frames, camera, options, pending: list, res: FileResult):
+    """Per-frame lists of ``(face_id, landmarks, info)`` from tracking
+    ``frames``; each frame is appended to ``pending`` as it is read and an
+    undecodable one noted in ``res.messages``."""
+    def images():
+        for fr in frames:
+            pending.append(fr)
+            if fr.image is None:
+                res.messages.append(f"frame {fr.index}: {fr.error}")
+            yield fr.image
+
+    if options.multi:
+        return det.track_multi(images(), max_faces=options.max_faces, camera=camera)
+    return ([(0, lm, info)] for lm, info in det.track(images(), camera=camera))
+
+
+def _write_frame_faces(det, fr, ts: float, faces, options, writer, records: list, vis):
+    """Write the CSV rows and JSON records of frame ``fr``'s ``faces``;
+    returns the overlay ``vis`` with their landmarks drawn (None stays None)."""
+    from ..output import draw_landmarks, json_record
+    for face_id, lm, info in faces:
+        if options.multi and face_id is None:   # a bad frame: no face rows
+            continue
+        pts3 = _points_3d(det, info, fr.image.shape, options) if lm is not None else None
+        writer.write(fr.index + 1, face_id, ts, lm, info, pts3)
+        if options.json:
+            records.append(json_record(fr.index + 1, face_id, ts, lm, info))
+        if vis is not None:
+            vis = draw_landmarks(vis, lm, info["success"])
+    return vis
+
+
+def _finish_stream(writer, video, base: Path, options, records: list, res: FileResult) -> None:
+    """Commit the CSV, overlay video and JSON of a finished stream and set
+    its status (truncated, bad frames, no face)."""
+    from ..output import write_atomic
+    from ..video import missing_frames
     writer.close()
     res.outputs.append(writer.path)
     if video is not None:
