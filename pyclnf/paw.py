@@ -175,39 +175,8 @@ class PiecewiseAffineWarp:
         if tri.ndim != 2 or tri.shape[1] != 3 or tri.min() < 0 or tri.max() >= d.shape[0]:
             raise ValueError("triangles must be (T, 3) indices into destination")
         alpha, beta = cls.barycentric_coefficients(d, tri)
-        if bounds is None:
-            min_x, min_y = float(d[:, 0].min()), float(d[:, 1].min())
-            max_x, max_y = float(d[:, 0].max()), float(d[:, 1].max())
-        else:
-            min_x, min_y, max_x, max_y = (float(v) for v in bounds)
-        min_x, min_y = float(np.float32(min_x)), float(np.float32(min_y))
-        w = int(max_x - min_x + 1.5)
-        h = int(max_y - min_y + 1.5)
-
-        px = (np.arange(w, dtype=np.float32) + np.float32(min_x))[None, :].repeat(h, 0).ravel()[:, None]
-        py = (np.arange(h, dtype=np.float32) + np.float32(min_y))[:, None].repeat(w, 1).ravel()[:, None]
-        tx, ty = d[tri, 0], d[tri, 1]  # (T, 3)
-        x1, x2, x3 = tx[:, 0], tx[:, 1], tx[:, 2]
-        y1, y2, y3 = ty[:, 0], ty[:, 1], ty[:, 2]
-        in_box = (
-            (px <= tx.max(1)) & (px >= tx.min(1)) & (py <= ty.max(1)) & (py >= ty.min(1))
-        )
-        in_tri = (
-            _same_side(px, py, x1, y1, x2, y2, x3, y3)
-            & _same_side(px, py, x2, y2, x1, y1, x3, y3)
-            & _same_side(px, py, x3, y3, x1, y1, x2, y2)
-        )
-        inside = in_box & in_tri
-        first = np.where(inside.any(1), inside.argmax(1), -1).tolist()
-        # OpenFace first tries the previous pixel's triangle (without the box
-        # test), then scans all triangles in order.
-        ids = np.empty(len(first), dtype=np.int32)
-        guess = -1
-        for p, f in enumerate(first):
-            if guess == -1 or not in_tri[p, guess]:
-                guess = f
-            ids[p] = guess
-        triangle_id = ids.reshape(h, w).astype(np.int32)
+        min_x, min_y, w, h = _frame(d, bounds)
+        triangle_id = _triangle_ids(d, tri, min_x, min_y, w, h)
         return cls(d, tri, triangle_id, triangle_id >= 0, alpha, beta, min_x, min_y)
 
     # ------------------------------------------------------------------
@@ -292,3 +261,46 @@ class PiecewiseAffineWarp:
         """
         map_x, map_y = self.maps(landmarks)
         return remap_bilinear(image, map_x, map_y)
+
+
+def _frame(d: np.ndarray, bounds) -> Tuple[float, float, int, int]:
+    """Destination frame ``(min_x, min_y, width, height)``: ``bounds`` or the
+    extent of the shape ``d`` (n, 2); the origin is rounded to float32."""
+    if bounds is None:
+        min_x, min_y = float(d[:, 0].min()), float(d[:, 1].min())
+        max_x, max_y = float(d[:, 0].max()), float(d[:, 1].max())
+    else:
+        min_x, min_y, max_x, max_y = (float(v) for v in bounds)
+    min_x, min_y = float(np.float32(min_x)), float(np.float32(min_y))
+    w = int(max_x - min_x + 1.5)
+    h = int(max_y - min_y + 1.5)
+    return min_x, min_y, w, h
+
+
+def _triangle_ids(d: np.ndarray, tri: np.ndarray, min_x: float, min_y: float, w: int, h: int) -> np.ndarray:
+    """Triangle of every pixel of the (h, w) frame at ``(min_x, min_y)``, -1
+    outside the shape, int32 (h, w); see :meth:`PiecewiseAffineWarp.from_destination`."""
+    px = (np.arange(w, dtype=np.float32) + np.float32(min_x))[None, :].repeat(h, 0).ravel()[:, None]
+    py = (np.arange(h, dtype=np.float32) + np.float32(min_y))[:, None].repeat(w, 1).ravel()[:, None]
+    tx, ty = d[tri, 0], d[tri, 1]  # (T, 3)
+    x1, x2, x3 = tx[:, 0], tx[:, 1], tx[:, 2]
+    y1, y2, y3 = ty[:, 0], ty[:, 1], ty[:, 2]
+    in_box = (
+        (px <= tx.max(1)) & (px >= tx.min(1)) & (py <= ty.max(1)) & (py >= ty.min(1))
+    )
+    in_tri = (
+        _same_side(px, py, x1, y1, x2, y2, x3, y3)
+        & _same_side(px, py, x2, y2, x1, y1, x3, y3)
+        & _same_side(px, py, x3, y3, x1, y1, x2, y2)
+    )
+    inside = in_box & in_tri
+    first = np.where(inside.any(1), inside.argmax(1), -1).tolist()
+    # OpenFace first tries the previous pixel's triangle (without the box
+    # test), then scans all triangles in order.
+    ids = np.empty(len(first), dtype=np.int32)
+    guess = -1
+    for p, f in enumerate(first):
+        if guess == -1 or not in_tri[p, guess]:
+            guess = f
+        ids[p] = guess
+    return ids.reshape(h, w).astype(np.int32)
