@@ -9,6 +9,7 @@ NumPy path and the Numba path are the same algorithm.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -65,6 +66,13 @@ def _balanced_chunks(weights: List[int], n_parts: int) -> List[List[int]]:
         chunks[part].append(i)
         acc += wt
     return [c for c in chunks if c]
+
+
+@functools.lru_cache(maxsize=256)
+def _even_ranges(n: int, n_parts: int) -> Tuple[Tuple[int, int], ...]:
+    """``n`` items as at most ``n_parts`` contiguous, non-empty (lo, hi) ranges of about equal size."""
+    bounds = np.cumsum([0] + [len(c) for c in _balanced_chunks([1] * n, n_parts)])
+    return tuple((int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]))
 
 
 class ArrayBackend(PatchExpertBackend):
@@ -169,8 +177,9 @@ class ArrayBackend(PatchExpertBackend):
     def _run_parts(self, fn, argsets) -> None:
         """Call ``fn(*args)`` for each of ``argsets``: the first on this thread,
         the others on the shared worker threads (the kernels release the GIL)."""
-        if len(argsets) == 1:
-            fn(*argsets[0])
+        if len(argsets) <= 1:
+            for args in argsets:
+                fn(*args)
             return
         futures = [self._get_pool().submit(fn, *a) for a in argsets[1:]]
         fn(*argsets[0])
@@ -241,9 +250,8 @@ class ArrayBackend(PatchExpertBackend):
     def _ccnf(self, areas, plan, plan_pos) -> np.ndarray:
         w = areas.shape[1] - SUPPORT + 1
         out = np.empty((areas.shape[0], w, w), dtype=np.float32)
-        bounds = np.cumsum([0] + [len(c) for c in _balanced_chunks([1] * areas.shape[0], self.n_threads)])
         self._run_parts(self._ccnf_part, [(areas, plan, plan_pos, lo, hi, out)
-                                          for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo])
+                                          for lo, hi in _even_ranges(areas.shape[0], self.n_threads)])
         return out
 
     def _compute(self, areas, plan_pos, scale, view):
