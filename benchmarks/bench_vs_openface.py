@@ -304,7 +304,7 @@ def print_tables(rows, cores, med, with_of, args, elapsed):
     print(f"\nPyCLNF ({args.backend}) vs OpenFace 2.2 C++ -- {_cpu_name()}, "
           f"{datetime.date.today().isoformat()}; medians of {args.rounds} interleaved round(s); "
           f"fits: {args.faces} LFPW faces (-wild: {args.wild_faces}) x {args.reps} reps; run {elapsed / 60:.1f} min")
-    head = f"{'row':<52}" + "".join(f"{f'{c} core(s)':>30}" for c in cores)
+    head = f"{'row':<52}" + "".join(f"  {f'{c} core(s)':>36}" for c in cores)
     print(head)
     for row in rows:
         kind, _, _, _, label = ROWS[row]
@@ -312,15 +312,15 @@ def print_tables(rows, cores, med, with_of, args, elapsed):
         for c in cores:
             m = med.get((row, c))
             if m is None:
-                cells.append(f"{'-':>30}")
+                cells.append(f"  {'-':>36}")
                 continue
             py = m["py"]
             if with_of and m["of"] is not None:
                 ratio = _speed(kind, py) / _speed(kind, m["of"])
                 of = m["of"]
-                cells.append(f"{f'OF {of:.1f} / Py {py:.1f} {unit[kind]} = {ratio:.2f}x':>30}")
+                cells.append(f"  {f'OF {of:.1f} / Py {py:.1f} {unit[kind]} = {ratio:.2f}x':>36}")
             else:
-                cells.append(f"{f'Py {py:.1f} {unit[kind]}':>30}")
+                cells.append(f"  {f'Py {py:.1f} {unit[kind]}':>36}")
         print(f"{label:<52}" + "".join(cells))
     scaling = _scaling(rows, cores, med)
     if scaling:
