@@ -150,8 +150,9 @@ def kde_mean_shift_table(responses, dxs, dys, visible, table):
 
 _TABLES = OrderedDict()
 _TABLES_LOCK = threading.Lock()
-#: KDE tables kept (one per sigma and window in use; 6 MB for an 11x11 window)
-MAX_TABLES = 24
+#: bytes of KDE tables kept (least recently used dropped first); one table
+#: per sigma and window in use: 6 MB for an 11x11 window, 20 MB for 15x15
+MAX_TABLE_BYTES = 128 * 2 ** 20
 
 
 def kde_table(a, w: int) -> np.ndarray:
@@ -162,6 +163,13 @@ def kde_table(a, w: int) -> np.ndarray:
         if t is not None:
             _TABLES.move_to_end(key)
             return t
+    t = build_kde_table(np.float32(a), int(w))
+    with _TABLES_LOCK:
+        _TABLES[key] = t
+        total = sum(v.nbytes for v in _TABLES.values())
+        while total > MAX_TABLE_BYTES and len(_TABLES) > 1:
+            total -= _TABLES.popitem(last=False)[1].nbytes
+    return t
     t = build_kde_table(np.float32(a), int(w))
     with _TABLES_LOCK:
         _TABLES[key] = t
