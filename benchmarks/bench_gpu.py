@@ -222,9 +222,10 @@ class StepTimers:
     def __enter__(self):
         from pyclnf import _warp_kernels
         from pyclnf.fitting import _meanshift_kernels, _rlms_kernels
+        from pyclnf.shape import kernels as _shape_kernels
         targets = {}
         for mod, step in ((_warp_kernels, "warp"), (_meanshift_kernels, "meanshift-rlms"),
-                          (_rlms_kernels, "meanshift-rlms")):
+                          (_rlms_kernels, "meanshift-rlms"), (_shape_kernels, "meanshift-rlms")):
             for attr, val in vars(mod).items():
                 if callable(val) and not attr.startswith("__") and getattr(val, "__module__", "") == mod.__name__:
                     if mod is _warp_kernels and "warp" not in attr:
@@ -308,7 +309,7 @@ def numba_lapack_missing():
         importlib.import_module("scipy.linalg.cython_lapack")
     except ImportError as exc:
         return (f"SciPy is missing ({exc}): Numba's np.linalg / @ inside PyCLNF's RLMS kernels "
-                f"(pyclnf/fitting/_rlms_kernels.py: svd, det, matrix products) need SciPy's BLAS/LAPACK")
+                f"(pyclnf/shape/kernels.py: svd, det, matrix products) need SciPy's BLAS/LAPACK")
     return None
 
 

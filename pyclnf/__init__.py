@@ -17,8 +17,8 @@ from .errors import (BackendUnavailableError, ModelFormatError, ModelNotFoundErr
 _LAZY = {
     "CLNF": ("pyclnf.clnf", "CLNF"),
     "FitSettings": ("pyclnf.config", "FitSettings"),
-    "HeadPose": ("pyclnf.pose", "HeadPose"),
-    "Camera": ("pyclnf.pose", "Camera"),
+    "HeadPose": ("pyclnf.shape.pose", "HeadPose"),
+    "Camera": ("pyclnf.shape.pose", "Camera"),
     "select_best_backend": ("pyclnf.backends", "select_best_backend"),
     "benchmark_backends": ("pyclnf.backends", "benchmark_backends"),
     "ensure_models": ("pyclnf.models", "ensure_models"),

@@ -33,6 +33,7 @@ def kernel_signatures(fused: bool = False) -> List[Tuple[object, tuple]]:
     from .backends import _kernels as BK
     from .fitting import _meanshift_kernels as MS
     from .fitting import _rlms_kernels as RK
+    from .shape import kernels as SK
 
     f32, i64, b = T.float32, T.int64, T.boolean
     f32_1, f32_2, f32_3 = T.float32[::1], T.float32[:, ::1], T.float32[:, :, ::1]
@@ -51,16 +52,16 @@ def kernel_signatures(fused: bool = False) -> List[Tuple[object, tuple]]:
         (MS.build_kde_table, (f32, i64)),
         (RK.rlms_iterations_table, (f32_1, f32_2, f32_1, f32_1, f32_1, f32_3, f32_2, f32_2, f32_2, b_1, f32_1,
                                     f32_1, T.float32[:, :, :, ::1], i64, b)),
-        (RK.fit_to_landmarks, (f32_1, f32_2, f32_1, f32_2, f32_1, i64)),
-        (RK.shape_3d, (f32_1, f32_2, f32_1)),
-        (RK.shape_2d, (f32_1, f32_2, f32_1, f32_1)),
-        (RK.jacobian, (f32_1, f32_2, f32_1, f32_1, b)),
-        (RK.update_parameters, (f32_1, f32_1, f32_1)),
-        (RK.cholesky_solve, (f32_2, f32_1)),
-        (RK.rodrigues_to_matrix, (f64_1,)),
-        (RK.matrix_to_rodrigues, (f32_2,)),
-        (RK.euler_to_matrix, (f32, f32, f32)),
-        (RK.matrix_to_euler, (f32_2,)),
+        (SK.fit_to_landmarks, (f32_1, f32_2, f32_1, f32_2, f32_1, i64)),
+        (SK.shape_3d, (f32_1, f32_2, f32_1)),
+        (SK.shape_2d, (f32_1, f32_2, f32_1, f32_1)),
+        (SK.jacobian, (f32_1, f32_2, f32_1, f32_1, b)),
+        (SK.update_parameters, (f32_1, f32_1, f32_1)),
+        (SK.cholesky_solve, (f32_2, f32_1)),
+        (SK.rodrigues_to_matrix, (f64_1,)),
+        (SK.matrix_to_rodrigues, (f32_2,)),
+        (SK.euler_to_matrix, (f32, f32, f32)),
+        (SK.matrix_to_euler, (f32_2,)),
     ]
     if fused:
         sigs += [(BK.im2col_contrast_norm, (f32_3, i64, b)),

@@ -23,7 +23,7 @@ from .fitting.loader import build_landmark_model
 from ._threads import single_threaded_blas
 from .image import check_image, to_gray_uint8
 from .models import find_model_dir
-from .pose import Camera, default_camera, head_pose
+from .shape.pose import Camera, default_camera, head_pose
 
 
 def _check_box(bbox, shape):
@@ -187,7 +187,7 @@ class CLNF:
             ``likelihood``, ``params`` ((40,) float32: scale, rx, ry, rz, tx,
             ty, then 34 shape coefficients), ``params_global``, ``params_local``,
             ``view`` (index of the patch-expert view used), ``pose``
-            (:class:`~pyclnf.pose.HeadPose`: Tx, Ty, Tz mm; Rx, Ry, Rz rad).
+            (:class:`~pyclnf.shape.pose.HeadPose`: Tx, Ty, Tz mm; Rx, Ry, Rz rad).
         """
         image = check_image(image)
         box = _check_box(bbox, image.shape)
@@ -452,7 +452,7 @@ class CLNF:
     def landmarks_3d(self, info, camera: Camera) -> np.ndarray:
         """(68, 3) landmarks in mm in the camera frame for a fit's ``info``
         (OpenFace's ``GetShape``: PDM depth + back-projected 2D points)."""
-        from .rotation import euler_to_matrix
+        from .shape.rotation import euler_to_matrix
         g = np.asarray(info["params_global"], dtype=np.float32)
         lm2 = self.model.pdm.shape_2d(info["params_local"], g)
         X = self.model.pdm.shape_3d(info["params_local"]) @ euler_to_matrix(g[1:4]).T

@@ -13,7 +13,7 @@ import pytest
 from pyclnf.clnf import CLNF
 from pyclnf.testing.datasets import read_openface_csv
 from pyclnf.errors import ModelNotFoundError
-from pyclnf.pose import HeadPose
+from pyclnf.shape.pose import HeadPose
 
 STEM = "image_0001"
 POSE_INDICES = (0, 1, 2, 60, 150, 223)   # rows of boxes.tsv

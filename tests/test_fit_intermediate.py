@@ -12,8 +12,8 @@ import pytest
 
 from pyclnf._warp_kernels import warp_patches
 from pyclnf.clnf import CLNF
-from pyclnf.fitting.alignment import align_shapes_with_scale
-from pyclnf.pdm import PDM
+from pyclnf.shape.alignment import align_shapes_with_scale
+from pyclnf.shape.pdm import PDM
 
 DUMPS = [
     ("image_0001", "clnf"), ("image_0002", "clnf"), ("image_0003", "clnf"),

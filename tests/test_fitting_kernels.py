@@ -13,11 +13,11 @@ import pytest
 from pyclnf._warp_kernels import warp_patches
 from pyclnf.config import settings_for
 from pyclnf.fitting._meanshift_kernels import kde_mean_shift, landmark_likelihoods
-from pyclnf.fitting._rlms_kernels import cholesky_solve
-from pyclnf.fitting.alignment import align_shapes_with_scale
+from pyclnf.shape.kernels import cholesky_solve
+from pyclnf.shape.alignment import align_shapes_with_scale
 from pyclnf.image import to_gray_uint8
-from pyclnf.pdm import PDM, update_parameters
-from pyclnf.rotation import (axis_angle_to_matrix, euler_to_matrix, matrix_to_axis_angle,
+from pyclnf.shape.pdm import PDM, update_parameters
+from pyclnf.shape.rotation import (axis_angle_to_matrix, euler_to_matrix, matrix_to_axis_angle,
                              matrix_to_euler)
 
 

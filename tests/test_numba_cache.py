@@ -31,7 +31,7 @@ with warnings.catch_warnings(record=True) as caught:
     from pyclnf import CLNF
     from pyclnf._numba_cache import NumbaCacheWarning
     det = CLNF(model_dir=sys.argv[1], model="clnf", backend="numba", validate=False)
-    from pyclnf.fitting import _rlms_kernels as k
+    from pyclnf.shape import kernels as k
     r = k.euler_to_matrix(0.1, 0.2, 0.3)  # an uncached kernel compiles and runs
 print(json.dumps({
     "file": pyclnf.__file__,
@@ -76,7 +76,7 @@ def test_writable_cache_is_used_without_warning(tmp_path):
     """Control: with a writable NUMBA_CACHE_DIR the kernels are cached, silently."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     code = ("import warnings; warnings.simplefilter('error', RuntimeWarning)\n"
-            "from pyclnf.fitting import _rlms_kernels as k\n"
+            "from pyclnf.shape import kernels as k\n"
             "k.euler_to_matrix(0.1, 0.2, 0.3)\n"
             "print(type(k.euler_to_matrix._cache).__name__)")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,

@@ -24,7 +24,7 @@ import cv2
 
 from pyclnf.batch.job import FileOptions
 from pyclnf.clnf import CLNF
-from pyclnf.pose import Camera, default_camera
+from pyclnf.shape.pose import Camera, default_camera
 from pyclnf.video import missing_frames
 
 from test_cli import MODEL, _base_args, _data, _read_csv, _run, _tolerance

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import cv2
 
-from ..pose import Camera
+from ..shape.pose import Camera
 
 __all__ = ["FileOptions", "FileResult", "InterruptFlag", "process_file", "detector", "loads", "STATUSES",
            "COMPLETE"]
@@ -61,7 +61,7 @@ class FileOptions:
     fx, fy, cx, cy : float or None
         Camera intrinsics in pixels for head pose and 3D landmarks; one left
         out takes OpenFace's default for the frame size (see
-        :func:`pyclnf.pose.default_camera`).
+        :func:`pyclnf.shape.pose.default_camera`).
     """
 
     model: str = "ceclm"
@@ -103,7 +103,7 @@ class FileOptions:
         vals = [self.fx, self.fy, self.cx, self.cy]
         if all(v is None for v in vals):
             return None
-        from ..pose import default_camera
+        from ..shape.pose import default_camera
         d = default_camera(shape[1], shape[0])
         return Camera(*(float(v) if v is not None else dv for v, dv in zip(vals, d)))
 
@@ -180,7 +180,7 @@ def output_paths(base: Path, options: FileOptions) -> List[Path]:
 def _points_3d(det, info, shape, options: FileOptions):
     if not options.landmarks_3d:
         return None
-    from ..pose import default_camera
+    from ..shape.pose import default_camera
     return det.landmarks_3d(info, options.camera(shape) or default_camera(shape[1], shape[0]))
 
 

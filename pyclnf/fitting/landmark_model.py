@@ -5,7 +5,7 @@ This is OpenFace's ``CLNF`` class (``Fit``, ``NU_RLMS``,
 ``LandmarkDetectorFunc.cpp`` (multi-hypothesis fitting with and without
 CE-CLM's early termination).  The model holds no fitting state: a fit is a
 :class:`FitState` the caller owns.  Shapes are (n, 2) float32 pixel arrays; see
-:mod:`pyclnf.pdm` for the parameter conventions.
+:mod:`pyclnf.shape.pdm` for the parameter conventions.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import numpy as np
 from .._warp_kernels import warp_patches
 from ..config import FitSettings, MULTI_VIEW_HYPOTHESES
 from ..patch_experts import PatchExpertSet, SUPPORT
-from ..pdm import PDM
+from ..shape.pdm import PDM
 from ._meanshift_kernels import landmark_likelihoods
 from ._rlms_kernels import rlms_iterations
-from .alignment import align_shapes_with_scale
+from ..shape.alignment import align_shapes_with_scale
 from .batch import ResponseRequest
 
 F32 = np.float32

@@ -9,7 +9,7 @@ from typing import Callable, Optional
 from ..config import part_settings
 from ..formats.descriptor import check_part_mapping, check_patch_experts, read_main_descriptor
 from ..patch_experts import PatchExpertSet
-from ..pdm import PDM
+from ..shape.pdm import PDM
 from .landmark_model import LandmarkModel, Part
 
 

@@ -3,23 +3,23 @@
 Conventions
 -----------
 * ``params_global`` : (6,) float32 ``[scale, rx, ry, rz, tx, ty]``; rotations
-  in radians (Euler, :mod:`pyclnf.rotation`), ``tx, ty`` in image pixels.
+  in radians (Euler, :mod:`pyclnf.shape.rotation`), ``tx, ty`` in image pixels.
 * ``params_local`` : (m,) float32 non-rigid coefficients.
 * 2D shapes are (n, 2) float32 ``(x, y)`` in 0-based pixels; the weak
   perspective projection is ``x = scale * (R @ X)[:2] + t``.
 * 3D shapes are (n, 3) float32 in millimetres.
 
 Everything runs in float32 like OpenFace (the arithmetic is in the Numba
-kernels of :mod:`pyclnf.fitting._rlms_kernels`).
+kernels of :mod:`pyclnf.shape.kernels`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._fixed_order import matmul
-from .fitting import _rlms_kernels as K
-from .formats.pdm_file import PDMData, read_pdm
+from .._fixed_order import matmul
+from . import kernels as K
+from ..formats.pdm_file import PDMData, read_pdm
 from .rotation import euler_to_matrix
 
 F32 = np.float32

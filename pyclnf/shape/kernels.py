@@ -1,0 +1,340 @@
+"""Numba kernels of the PDM algebra: rotations, shapes, Jacobian, parameter
+update, the regularised normal equations and fitting the PDM to landmarks.
+
+Each helper is a small ``@njit`` function of arrays and scalars;
+:func:`fit_to_landmarks` composes them so a whole fit runs without returning
+to Python (the RLMS loop of the optimiser, :mod:`pyclnf.fitting._rlms_kernels`,
+composes them too).  Arithmetic is
+float32 where OpenFace uses float; SVDs, Rodrigues conversions and linear
+solves run in float64 (OpenCV does these in double too, or with double
+accumulators).
+
+Shapes: ``mean`` (3n,), ``pc`` (3n, m), ``g`` (6,) = scale, rx, ry, rz, tx,
+ty; ``p`` (m,); 2D shapes (n, 2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from .._fixed_order import matmul_into, matvec
+from .._numba_cache import njit
+
+
+F32 = np.float32
+
+
+@njit(cache=True, nogil=True)
+def _mul3(A, B):
+    """(3, 3) product in a fixed order: float64 sums of the exact products,
+    cast to A's dtype (BLAS would make the last bits CPU-dependent)."""
+    C = np.empty((3, 3), dtype=A.dtype)
+    for i in range(3):
+        for j in range(3):
+            s = np.float64(A[i, 0]) * np.float64(B[0, j])
+            s += np.float64(A[i, 1]) * np.float64(B[1, j])
+            s += np.float64(A[i, 2]) * np.float64(B[2, j])
+            C[i, j] = s
+    return C
+
+
+@njit(cache=True, nogil=True)
+def euler_to_matrix(rx, ry, rz):
+    s1, s2, s3 = np.float32(math.sin(rx)), np.float32(math.sin(ry)), np.float32(math.sin(rz))
+    c1, c2, c3 = np.float32(math.cos(rx)), np.float32(math.cos(ry)), np.float32(math.cos(rz))
+    R = np.empty((3, 3), dtype=np.float32)
+    R[0, 0] = c2 * c3
+    R[0, 1] = -c2 * s3
+    R[0, 2] = s2
+    R[1, 0] = c1 * s3 + c3 * s1 * s2
+    R[1, 1] = c1 * c3 - s1 * s2 * s3
+    R[1, 2] = -c2 * s1
+    R[2, 0] = s1 * s3 - c1 * c3 * s2
+    R[2, 1] = c3 * s1 + c1 * s2 * s3
+    R[2, 2] = c1 * c2
+    return R
+
+
+@njit(cache=True, nogil=True)
+def matrix_to_euler(R):
+    one, two, four = np.float32(1), np.float32(2), np.float32(4)
+    q0 = np.float32(math.sqrt(one + R[0, 0] + R[1, 1] + R[2, 2])) / two
+    q1 = (R[2, 1] - R[1, 2]) / (four * q0)
+    q2 = (R[0, 2] - R[2, 0]) / (four * q0)
+    q3 = (R[1, 0] - R[0, 1]) / (four * q0)
+    t1 = two * (q0 * q2 + q1 * q3)
+    if t1 > one:
+        t1 = one
+    if t1 < -one:
+        t1 = -one
+    out = np.empty(3, dtype=np.float32)
+    out[1] = np.float32(math.asin(t1))
+    out[0] = np.float32(math.atan2(two * (q0 * q1 - q2 * q3), q0 * q0 - q1 * q1 - q2 * q2 + q3 * q3))
+    out[2] = np.float32(math.atan2(two * (q0 * q3 - q1 * q2), q0 * q0 + q1 * q1 - q2 * q2 - q3 * q3))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def rodrigues_to_matrix(r):
+    """(3,) float64 axis-angle -> (3, 3) float64 rotation."""
+    theta = math.sqrt(r[0] * r[0] + r[1] * r[1] + r[2] * r[2])
+    R = np.eye(3)
+    if theta < 2.220446049250313e-16:
+        return R
+    kx, ky, kz = r[0] / theta, r[1] / theta, r[2] / theta
+    c, s = math.cos(theta), math.sin(theta)
+    c1 = 1.0 - c
+    R[0, 0] = c + c1 * kx * kx
+    R[0, 1] = c1 * kx * ky - s * kz
+    R[0, 2] = c1 * kx * kz + s * ky
+    R[1, 0] = c1 * ky * kx + s * kz
+    R[1, 1] = c + c1 * ky * ky
+    R[1, 2] = c1 * ky * kz - s * kx
+    R[2, 0] = c1 * kz * kx - s * ky
+    R[2, 1] = c1 * kz * ky + s * kx
+    R[2, 2] = c + c1 * kz * kz
+    return R
+
+
+@njit(cache=True, nogil=True)
+def matrix_to_rodrigues(Rin):
+    """(3, 3) rotation -> (3,) float64 axis-angle (OpenCV's algorithm)."""
+    U, _, Vt = np.linalg.svd(Rin.astype(np.float64))
+    R = _mul3(U, Vt)
+    rx = R[2, 1] - R[1, 2]
+    ry = R[0, 2] - R[2, 0]
+    rz = R[1, 0] - R[0, 1]
+    s = math.sqrt((rx * rx + ry * ry + rz * rz) * 0.25)
+    c = (R[0, 0] + R[1, 1] + R[2, 2] - 1.0) * 0.5
+    c = min(max(c, -1.0), 1.0)
+    theta = math.acos(c)
+    out = np.zeros(3)
+    if s < 1e-5:
+        if c > 0:
+            return out
+        rx = math.sqrt(max((R[0, 0] + 1.0) * 0.5, 0.0))
+        ry = math.sqrt(max((R[1, 1] + 1.0) * 0.5, 0.0)) * (-1.0 if R[0, 1] < 0 else 1.0)
+        rz = math.sqrt(max((R[2, 2] + 1.0) * 0.5, 0.0)) * (-1.0 if R[0, 2] < 0 else 1.0)
+        if abs(rx) < abs(ry) and abs(rx) < abs(rz) and (R[1, 2] > 0) != (ry * rz > 0):
+            rz = -rz
+        theta /= math.sqrt(rx * rx + ry * ry + rz * rz)
+        out[0], out[1], out[2] = rx * theta, ry * theta, rz * theta
+        return out
+    vth = 1.0 / (2.0 * s) * theta
+    out[0], out[1], out[2] = rx * vth, ry * vth, rz * vth
+    return out
+
+
+@njit(cache=True, nogil=True)
+def orthonormalise(R):
+    """Nearest proper rotation to a float32 (3, 3) matrix (SVD)."""
+    U, _, Vt = np.linalg.svd(R.astype(np.float64))
+    X = _mul3(U, Vt)
+    W = np.eye(3)
+    W[2, 2] = np.linalg.det(X)
+    return _mul3(_mul3(U, W), Vt).astype(np.float32)
+
+
+@njit(cache=True, nogil=True)
+def update_parameters(g, p, dp):
+    """OpenFace's ``PDM::UpdateModelParameters``; returns new (g, p)."""
+    g2 = g.copy()
+    g2[0] += dp[0]
+    g2[4] += dp[4]
+    g2[5] += dp[5]
+    R1 = euler_to_matrix(g[1], g[2], g[3])
+    R2 = np.eye(3, dtype=np.float32)
+    R2[2, 1] = dp[1]
+    R2[1, 2] = -dp[1]
+    R2[0, 2] = dp[2]
+    R2[2, 0] = -dp[2]
+    R2[1, 0] = dp[3]
+    R2[0, 1] = -dp[3]
+    R2 = orthonormalise(R2)
+    R3 = _mul3(R1, R2)
+    e = matrix_to_euler(rodrigues_to_matrix(matrix_to_rodrigues(R3)).astype(np.float32))
+    if np.isnan(e[0]) or np.isnan(e[1]) or np.isnan(e[2]):
+        e[:] = 0
+    g2[1] = e[0]
+    g2[2] = e[1]
+    g2[3] = e[2]
+    p2 = p.copy()
+    if dp.size > 6:
+        for j in range(p.size):
+            p2[j] = p[j] + dp[6 + j]
+    return g2, p2
+
+
+@njit(cache=True, nogil=True)
+def shape_3d(mean, pc, p):
+    """(n, 3) float32."""
+    n = mean.size // 3
+    s = mean + matvec(pc, p)
+    out = np.empty((n, 3), dtype=np.float32)
+    for i in range(n):
+        out[i, 0] = s[i]
+        out[i, 1] = s[i + n]
+        out[i, 2] = s[i + 2 * n]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def shape_2d(mean, pc, p, g):
+    """(n, 2) float32 projected shape."""
+    X = shape_3d(mean, pc, p)
+    R = euler_to_matrix(g[1], g[2], g[3])
+    n = X.shape[0]
+    out = np.empty((n, 2), dtype=np.float32)
+    for i in range(n):
+        out[i, 0] = g[0] * (R[0, 0] * X[i, 0] + R[0, 1] * X[i, 1] + R[0, 2] * X[i, 2]) + g[4]
+        out[i, 1] = g[0] * (R[1, 0] * X[i, 0] + R[1, 1] * X[i, 1] + R[1, 2] * X[i, 2]) + g[5]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def jacobian(mean, pc, p, g, rigid):
+    """(2n, 6[+m]) float32 Jacobian, rows x_0..x_{n-1}, y_0..y_{n-1}."""
+    n = mean.size // 3
+    m = pc.shape[1]
+    X = shape_3d(mean, pc, p)
+    R = euler_to_matrix(g[1], g[2], g[3])
+    s = g[0]
+    cols = 6 if rigid else 6 + m
+    J = np.zeros((2 * n, cols), dtype=np.float32)
+    for i in range(n):
+        x, y, z = X[i, 0], X[i, 1], X[i, 2]
+        for r in range(2):
+            row = i + r * n
+            ra, rb, rc = R[r, 0], R[r, 1], R[r, 2]
+            J[row, 0] = x * ra + y * rb + z * rc
+            J[row, 1] = s * (y * rc - z * rb)
+            J[row, 2] = -s * (x * rc - z * ra)
+            J[row, 3] = s * (x * rb - y * ra)
+            J[row, 4] = np.float32(1.0) if r == 0 else np.float32(0.0)
+            J[row, 5] = np.float32(0.0) if r == 0 else np.float32(1.0)
+            if not rigid:
+                for j in range(m):
+                    J[row, 6 + j] = s * (ra * pc[i, j] + rb * pc[i + n, j] + rc * pc[i + 2 * n, j])
+    return J
+
+
+FLT_EPSILON = 1.1920928955078125e-07
+
+
+@njit(cache=True, nogil=True)
+def cholesky_solve(A, b):
+    """Solve ``A x = b`` for symmetric positive definite float32 ``A`` as
+    OpenCV's ``solve(..., DECOMP_CHOLESKY)`` does: float32 storage, float64
+    accumulators, failure when a pivot falls below FLT_EPSILON -- in which
+    case OpenCV returns zeros, and so does this.
+
+    Returns (x (k,) float32, ok bool).
+    """
+    k = A.shape[0]
+    L = A.copy()
+    x = b.copy()
+    for i in range(k):
+        for j in range(i):
+            s = np.float64(L[i, j])
+            for q in range(j):
+                s -= np.float64(L[i, q] * L[j, q])
+            L[i, j] = np.float32(s * np.float64(L[j, j]))
+        s = np.float64(L[i, i])
+        for q in range(i):
+            t = np.float64(L[i, q])
+            s -= t * t
+        if s < FLT_EPSILON:
+            x[:] = 0
+            return x, False
+        L[i, i] = np.float32(1.0 / math.sqrt(s))
+    for i in range(k):
+        s = np.float64(x[i])
+        for q in range(i):
+            s -= np.float64(L[i, q] * x[q])
+        x[i] = np.float32(s * np.float64(L[i, i]))
+    for i in range(k - 1, -1, -1):
+        s = np.float64(x[i])
+        for q in range(k - 1, i, -1):
+            s -= np.float64(L[q, i] * x[q])
+        x[i] = np.float32(s * np.float64(L[i, i]))
+    return x, True
+
+
+@njit(cache=True, nogil=True)
+def solve_normal_equations(J, Jw, mvec, reg, p, rigid):
+    """Solve ``(Jw^T J + diag(reg)) dp = Jw^T m - reg*p`` (zeros if singular)."""
+    # fixed-order products: BLAS's summation order differs between CPUs
+    JwT = np.ascontiguousarray(Jw.T)
+    rhs = matvec(JwT, mvec)
+    H = np.empty((JwT.shape[0], J.shape[1]), dtype=np.float32)
+    matmul_into(JwT, np.ascontiguousarray(J), H)
+    k = H.shape[0]
+    for j in range(k):
+        H[j, j] += reg[j]
+    if not rigid:
+        for j in range(p.size):
+            rhs[6 + j] -= reg[6 + j] * p[j]
+    dp, ok = cholesky_solve(np.ascontiguousarray(H), rhs)
+    return dp
+
+
+@njit(cache=True, nogil=True)
+def fit_to_landmarks(mean_v, pc_v, eigen, target, g, max_iter):
+    """OpenFace's ``PDM::CalcParams`` from landmarks (visible subset already
+    selected): regularised Gauss-Newton with a 0.75 step, stopping after 3
+    iterations without a 0.1 % error improvement.
+
+    Parameters
+    ----------
+    mean_v : (3k,) float32, pc_v : (3k, m) float32, eigen : (m,) float32
+    target : (k, 2) float32 landmarks
+    g : (6,) float32 initial global parameters
+
+    Returns
+    -------
+    g, p
+    """
+    k = target.shape[0]
+    m = pc_v.shape[1]
+    p = np.zeros(m, dtype=np.float32)
+    tflat = np.empty(2 * k, dtype=np.float32)
+    for i in range(k):
+        tflat[i] = target[i, 0]
+        tflat[i + k] = target[i, 1]
+    reg = np.zeros(6 + m, dtype=np.float32)
+    for j in range(m):
+        reg[6 + j] = np.float32(1.0) / eigen[j]
+    cur = shape_2d(mean_v, pc_v, p, g)
+    e2 = 0.0
+    for i in range(k):
+        e2 += np.float64(cur[i, 0] - target[i, 0]) ** 2 + np.float64(cur[i, 1] - target[i, 1]) ** 2
+    cur_err = np.float32(math.sqrt(e2))
+    not_improved = 0
+    for _ in range(max_iter):
+        X = shape_3d(mean_v, pc_v, p)
+        cur = shape_2d(mean_v, pc_v, p, g)
+        resid = np.empty(2 * k, dtype=np.float32)
+        for i in range(k):
+            resid[i] = target[i, 0] - cur[i, 0]
+            resid[i + k] = target[i, 1] - cur[i, 1]
+        J = jacobian(mean_v, pc_v, p, g, False)
+        dp = solve_normal_equations(J, J, resid, reg, p, False)
+        for j in range(dp.size):
+            dp[j] = np.float32(0.75) * dp[j]
+        g, p_new = update_parameters(g, p, dp)
+        # OpenFace measures the error with the shape from before the update
+        R = euler_to_matrix(g[1], g[2], g[3])
+        e2 = 0.0
+        for i in range(k):
+            x = g[0] * (R[0, 0] * X[i, 0] + R[0, 1] * X[i, 1] + R[0, 2] * X[i, 2]) + g[4]
+            y = g[0] * (R[1, 0] * X[i, 0] + R[1, 1] * X[i, 1] + R[1, 2] * X[i, 2]) + g[5]
+            e2 += np.float64(x - target[i, 0]) ** 2 + np.float64(y - target[i, 1]) ** 2
+        p = p_new
+        err = np.float32(math.sqrt(e2))
+        if np.float32(0.999) * cur_err < err:
+            not_improved += 1
+            if not_improved == 3:
+                break
+        cur_err = err
+    return g, p
