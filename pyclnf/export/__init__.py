@@ -104,22 +104,37 @@ def ensure_export(fmt: str, experts: PatchExpertSet, out_dir=None, windows=None,
     files = list(experts.source_files)
     if files and len(files) != experts.n_scales:
         raise ValueError(f"experts name {len(files)} source files for {experts.n_scales} scales")
-    sources = []
-    if files:
-        folder = Path(out_dir) if out_dir is not None else default_export_dir(fmt, kind.name, files)
-        sources = source_entries(files)
-        if not force:
-            m, reason = check_export(folder, fmt, files, options, sources)
-            if m is not None:
-                return ExportResult(folder, m, False, time.perf_counter() - t0)
-        else:
-            reason = "rebuild forced"
-    else:
-        folder = Path(out_dir) if out_dir is not None else _temporary_folder(owner)
-        reason = "patch experts built in memory (no source files)"
+    folder, sources, current, reason = _find_current(fmt, kind, files, out_dir, owner, force, options)
+    if current is not None:
+        return ExportResult(folder, current, False, time.perf_counter() - t0)
     if wins is None and build_windows is not None:
         wins = normalise_windows(experts.n_scales, build_windows)
     log.info("exporting %s %s patch experts to %s: %s", kind.name.upper(), fmt, folder, reason)
+    manifest = _write_export(fmt, kind, experts, folder, wins, options, sources, progress)
+    return ExportResult(folder, manifest, True, time.perf_counter() - t0, reason)
+
+
+def _find_current(fmt: str, kind, files, out_dir, owner, force: bool, options):
+    """Where the export of ``files`` goes and whether a current one is there.
+
+    Returns ``(folder, sources, manifest, reason)``: the export folder, the
+    source entries of ``files``, the manifest of a current export in
+    ``folder`` (None: build one) and why one is built."""
+    if not files:
+        folder = Path(out_dir) if out_dir is not None else _temporary_folder(owner)
+        return folder, [], None, "patch experts built in memory (no source files)"
+    folder = Path(out_dir) if out_dir is not None else default_export_dir(fmt, kind.name, files)
+    sources = source_entries(files)
+    if force:
+        return folder, sources, None, "rebuild forced"
+    m, reason = check_export(folder, fmt, files, options, sources)
+    return folder, sources, m, reason
+
+
+def _write_export(fmt: str, kind, experts: PatchExpertSet, folder: Path, wins, options, sources,
+                  progress) -> ExportManifest:
+    """Write the ``fmt`` models of ``experts`` (windows ``wins``) into a staged
+    folder and commit it as ``folder``; returns its manifest."""
     with StagedExport(folder) as stage:
         if fmt == "onnx":
             from .onnx_export import OPSET, onnx_package_versions, write_onnx_models
@@ -134,7 +149,7 @@ def ensure_export(fmt: str, experts: PatchExpertSet, out_dir=None, windows=None,
         manifest = ExportManifest(format=fmt, kind=kind.name, sources=sources, scales=scales,
                                   options=options, opset=opset, packages=packages)
         stage.commit(manifest)
-    return ExportResult(folder, manifest, True, time.perf_counter() - t0, reason)
+    return manifest
 
 
 def export_onnx(model_dir=None, out_dir=None, model: str = "ceclm", scales: Optional[Sequence] = None,
