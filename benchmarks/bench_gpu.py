@@ -220,7 +220,7 @@ class StepTimers:
                     self._undo.append((mod, attr, val))
 
     def __enter__(self):
-        from pyclnf import _warp_kernels
+        from pyclnf.fitting import _warp_kernels
         from pyclnf.fitting import _meanshift_kernels, _rlms_kernels
         from pyclnf.shape import kernels as _shape_kernels
         targets = {}

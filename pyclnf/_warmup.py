@@ -29,7 +29,7 @@ def kernel_signatures(fused: bool = False) -> List[Tuple[object, tuple]]:
     """
     from numba import types as T
 
-    from ._warp_kernels import warp_patches
+    from .fitting._warp_kernels import warp_patches
     from .backends import _kernels as BK
     from .fitting import _meanshift_kernels as MS
     from .fitting import _rlms_kernels as RK

@@ -271,7 +271,7 @@ def test_pose_matches_openface_csv(detector, shared_dir, lfpw_boxes, index):
 
 
 def test_validated_fit_reports_confidence_in_unit_interval(model_dir, image_and_box):
-    """With the detection validator (pyclnf.validator) the confidence is its
+    """With the detection validator (pyclnf.detection.validator) the confidence is its
     certainty, in [0, 1], and success means certainty > 0.725."""
     image, box = image_and_box
     det = CLNF(model_dir, model="clnf", backend="numba", validate=True)

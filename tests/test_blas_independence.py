@@ -34,7 +34,7 @@ import hashlib, json, sys
 import cv2, numpy as np, threadpoolctl
 from pyclnf._fixed_order import matmul
 from pyclnf.detection.mtcnn import MTCNNDetector
-from pyclnf.validator import DetectionValidator
+from pyclnf.detection.validator import DetectionValidator
 from pyclnf.shape.kernels import solve_normal_equations
 model_dir, image = sys.argv[1], sys.argv[2]
 h = lambda a: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()

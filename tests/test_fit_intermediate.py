@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pyclnf._warp_kernels import warp_patches
+from pyclnf.fitting._warp_kernels import warp_patches
 from pyclnf.clnf import CLNF
 from pyclnf.shape.alignment import align_shapes_with_scale
 from pyclnf.shape.pdm import PDM

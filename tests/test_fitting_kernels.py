@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pyclnf._warp_kernels import warp_patches
+from pyclnf.fitting._warp_kernels import warp_patches
 from pyclnf.config import settings_for
 from pyclnf.fitting._meanshift_kernels import kde_mean_shift, landmark_likelihoods
 from pyclnf.shape.kernels import cholesky_solve

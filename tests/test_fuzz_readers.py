@@ -169,7 +169,7 @@ def _loader(name: str, model_dir: Path):
     from pyclnf.formats.descriptor import (read_early_termination, read_main_descriptor,
                                           read_model_descriptor, read_triangulations)
     from pyclnf.formats.pdm_file import read_pdm
-    from pyclnf.validator import DetectionValidator
+    from pyclnf.detection.validator import DetectionValidator
 
     return {
         "cen": read_cen, "ccnf": read_ccnf, "ccnf_general": read_ccnf, "pdm": read_pdm,

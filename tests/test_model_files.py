@@ -689,7 +689,7 @@ def test_non_finite_weight_in_patch_experts_names_its_offset(model_dir, tmp_path
 
 def test_non_finite_value_in_mtcnn_and_validator_names_its_offset(model_dir, tmp_path):
     from pyclnf.detection._cnn import read_network_file
-    from pyclnf.validator import DetectionValidator
+    from pyclnf.detection.validator import DetectionValidator
 
     pnet = (model_dir / "mtcnn_detector" / "PNet.dat").read_bytes()
     # depth, layer code 0, n_in, n_out, then the float32 biases

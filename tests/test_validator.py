@@ -1,4 +1,4 @@
-"""Tests of pyclnf.validator (OpenFace's detection validator) and pyclnf.paw.
+"""Tests of pyclnf.detection.validator (OpenFace's detection validator) and pyclnf.detection.paw.
 
 Reference: ``reference/intermediate/*.npz`` hold OpenFace's
 ``DetectionValidator::Check`` result for six fits (three CLNF fits checked by
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from pyclnf.errors import ModelFormatError, ModelNotFoundError
-from pyclnf.paw import PiecewiseAffineWarp, remap_bilinear
-from pyclnf.validator import VALIDATION_THRESHOLD, DetectionValidator
+from pyclnf.detection.paw import PiecewiseAffineWarp, remap_bilinear
+from pyclnf.detection.validator import VALIDATION_THRESHOLD, DetectionValidator
 
 FITS = [
     "image_0001_clnf",

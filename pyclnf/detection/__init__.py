@@ -1,4 +1,6 @@
-"""Face detection: OpenFace 2.2's MTCNN detector, read from OpenFace's own weights."""
+"""Face detection and detection validation: OpenFace 2.2's MTCNN detector, read from
+OpenFace's own weights (:mod:`.mtcnn`, :mod:`._cnn`, :mod:`.boxes`), and the
+validator CNN that scores a fit (:mod:`.validator`, warping with :mod:`.paw`)."""
 
 from .mtcnn import DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, MTCNNDetector
 

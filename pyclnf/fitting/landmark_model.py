@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .._warp_kernels import warp_patches
+from ._warp_kernels import warp_patches
 from ..config import FitSettings, MULTI_VIEW_HYPOTHESES
 from ..patch_experts import PatchExpertSet, SUPPORT
 from ..shape.pdm import PDM

@@ -41,7 +41,7 @@ def build_landmark_model(main_path, make_backend: Callable, load_validator: bool
     check_patch_experts(desc.detector, experts.source_files, experts.scales, main_pdm.n_points)
     validator = None
     if load_validator and desc.validator is not None:
-        from ..validator import DetectionValidator
+        from ..detection.validator import DetectionValidator
         validator = DetectionValidator.from_file(desc.validator)
     return LandmarkModel(main_pdm, experts, make_backend().bind(experts),
                          parts, validator)

@@ -4,7 +4,7 @@ OpenFace writes a matrix as three little-endian ``int32`` (rows, cols,
 OpenCV type code) followed by the raw row-major data. This module is the one
 place that knows that layout and the OpenCV type table; the patch-expert
 readers (:mod:`pyclnf.formats.cen`, :mod:`pyclnf.formats.ccnf`), the MTCNN and
-validator networks (:mod:`pyclnf.detection._cnn`, :mod:`pyclnf.validator`)
+validator networks (:mod:`pyclnf.detection._cnn`, :mod:`pyclnf.detection.validator`)
 and the text readers all read through it.
 
 Every read is checked against the bytes that remain, so a truncated or

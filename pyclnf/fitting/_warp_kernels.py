@@ -11,7 +11,7 @@ PyCLNF reproduces the 4.x arithmetic itself instead of calling cv2.
 from __future__ import annotations
 
 import numpy as np
-from ._numba_cache import njit
+from .._numba_cache import njit
 
 INTER_BITS = 5
 INTER_TAB_SIZE = 1 << INTER_BITS          # 32

@@ -1,7 +1,7 @@
 """OpenFace's landmark detection validator (``DetectionValidator``).
 
 After a fit OpenFace checks whether the landmarks really sit on a face: the
-face is warped (piecewise affine, :mod:`pyclnf.paw`) onto the reference shape
+face is warped (piecewise affine, :mod:`pyclnf.detection.paw`) onto the reference shape
 of the validator view closest to the head orientation, normalised, and fed to
 a small CNN that classifies the alignment error into bins. The most likely
 bin's centre ``e`` in ``[-1, 1]`` (-1 = perfect alignment) gives the
@@ -41,7 +41,7 @@ from typing import List, Union
 
 import numpy as np
 
-from .detection._cnn import INT_TYPES, BinaryReader, Network, read_layers
+from ._cnn import INT_TYPES, BinaryReader, Network, read_layers
 from .paw import PiecewiseAffineWarp
 
 __all__ = ["DetectionValidator", "ValidatorView", "VALIDATION_THRESHOLD"]
