@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 import warnings
 
 import numba
 
-__all__ = ["njit", "NumbaCacheWarning"]
+__all__ = ["njit", "NumbaCacheWarning", "compile_signatures"]
 
 _warned = False
 _lock = threading.Lock()
@@ -90,3 +91,28 @@ def _compile(func, args, options):
             raise
         _warn_once(error)
         return numba.njit(*args, **dict(options, cache=False))(func)
+
+
+def compile_signatures(signatures, verbose: bool = False) -> dict:
+    """Compile each ``(dispatcher, argument types)`` pair now (or load it from
+    Numba's cache).
+
+    Parameters
+    ----------
+    signatures : iterable of (numba dispatcher, tuple of numba types)
+        As the ``kernel_signatures()`` functions of the kernel packages list them.
+    verbose : bool
+        Print each kernel's time.
+
+    Returns
+    -------
+    dict kernel name -> seconds it took (compilation, or loading from cache)
+    """
+    times = {}
+    for dispatcher, sig in signatures:
+        t = time.perf_counter()
+        dispatcher.compile(sig)
+        times[dispatcher.__name__] = times.get(dispatcher.__name__, 0.0) + time.perf_counter() - t
+        if verbose:
+            print(f"pyclnf: {dispatcher.__name__}: {times[dispatcher.__name__]:.2f} s")
+    return times

@@ -8,6 +8,7 @@ import types
 import numba
 import numpy as np
 
+from .._numba_cache import compile_signatures
 from . import _kernels
 from ._array_backend import ArrayBackend
 
@@ -54,13 +55,33 @@ class NumbaBackend(ArrayBackend):
         self.n_threads = default_threads()
 
     def prepare(self) -> None:
-        """Compile (or load from Numba's cache) every kernel a fit uses."""
-        from .._warmup import compile_all
-        compile_all()
+        """Compile (or load from Numba's cache) this backend's kernels; the
+        optimiser's are compiled by :meth:`pyclnf.CLNF.prepare`."""
+        compile_signatures(kernel_signatures())
+
+
+def kernel_signatures(fused: bool = False):
+    """(dispatcher, argument types) of each patch-response kernel Python code
+    calls; ``fused``: also the ONNX/CoreML backends' host kernels (batched
+    im2col of whole views, serial and parallel)."""
+    from numba import types as T
+
+    i64, b = T.int64, T.boolean
+    f32_2, f32_3 = T.float32[:, ::1], T.float32[:, :, ::1]
+    sigs = [
+        (_kernels.im2col_gather, (f32_3, T.int64[::1], T.boolean[::1], i64, b)),
+        (_kernels.sparse_to_dense, (f32_2, i64)),
+        (_kernels.bias_activation_inplace, (f32_3, f32_3, i64)),
+        (_kernels.ccnf_neuron_sum, (f32_3, T.float64[:, ::1], i64)),
+        (_kernels.shift_min_to_zero, (f32_3,)),
+    ]
+    if fused:
+        sigs += [(_kernels.im2col_contrast_norm, (f32_3, i64, b)),
+                 (_kernels.im2col_contrast_norm_parallel, (f32_3, i64, b))]
+    return sigs
 
 
 def warm_up() -> None:
-    """Compile (or load from cache) the kernels of every CPU path, the
-    ONNX/CoreML host kernels included (:func:`pyclnf._warmup.compile_all`)."""
-    from .._warmup import compile_all
-    compile_all(fused=True)
+    """Compile (or load from cache) the patch-response kernels, the
+    ONNX/CoreML host kernels included."""
+    compile_signatures(kernel_signatures(fused=True))

@@ -338,3 +338,24 @@ def fit_to_landmarks(mean_v, pc_v, eigen, target, g, max_iter):
                 break
         cur_err = err
     return g, p
+
+
+def kernel_signatures():
+    """(dispatcher, argument types) of each kernel here that Python code calls,
+    for :func:`pyclnf._numba_cache.compile_signatures`."""
+    from numba import types as T
+
+    f32, i64, b = T.float32, T.int64, T.boolean
+    f32_1, f32_2, f64_1 = T.float32[::1], T.float32[:, ::1], T.float64[::1]
+    return [
+        (fit_to_landmarks, (f32_1, f32_2, f32_1, f32_2, f32_1, i64)),
+        (shape_3d, (f32_1, f32_2, f32_1)),
+        (shape_2d, (f32_1, f32_2, f32_1, f32_1)),
+        (jacobian, (f32_1, f32_2, f32_1, f32_1, b)),
+        (update_parameters, (f32_1, f32_1, f32_1)),
+        (cholesky_solve, (f32_2, f32_1)),
+        (rodrigues_to_matrix, (f64_1,)),
+        (matrix_to_rodrigues, (f32_2,)),
+        (euler_to_matrix, (f32, f32, f32)),
+        (matrix_to_euler, (f32_2,)),
+    ]
