@@ -104,24 +104,12 @@ def local_cluster(n_workers: int) -> LocalCluster:
 def run_dask(todo, out_dir, options, record, halt, progress, summary, scheduler, n) -> None:
     """Dask: the embedded local cluster (``n`` single-threaded worker
     processes) or an existing one (``scheduler``)."""
-    cluster = None
-    if isinstance(scheduler, Client):
-        client = scheduler
-    elif scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = local_cluster(n)
-        client = Client(cluster)
-        client.register_plugin(IgnoreSigint(), name="pyclnf-ignore-sigint")
+    client, cluster = _connect(scheduler, n)
     batch_id = uuid.uuid4().hex[:12]
     stop_name, queue_name = _names(batch_id)
     event = Event(stop_name, client=client)
     queue = Queue(queue_name, client=client)
-    futures = {}
-    for k, (it, sig) in enumerate(todo):
-        f = client.submit(run_task, it.source, it.rel, str(out_dir), options, batch_id,
-                          key=f"pyclnf-batch-{batch_id}-{k}", pure=False)
-        futures[f] = (it, sig)
+    futures = _submit(client, todo, out_dir, options, batch_id)
     bar = progress_bar(len(todo), progress)
     frames = 0
     t0 = time.perf_counter()
@@ -135,25 +123,12 @@ def run_dask(todo, out_dir, options, record, halt, progress, summary, scheduler,
                 grace_end = time.monotonic() + GRACE_S
             if grace_end is not None and time.monotonic() > grace_end:
                 break
-            try:
-                done, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
-            except Exception as exc:           # TimeoutError (its class varies with versions)
-                if "Timeout" not in type(exc).__name__:
-                    raise
-                done = ()
+            done, pending = _wait_some(pending)
             frames += sum(queue.get(batch=True))
             bar.set_postfix(frames=frames, fps=f"{frames / (time.perf_counter() - t0):.1f}")
             for f in done:
                 it, sig = futures[f]
-                try:
-                    rec = f.result()
-                except Exception as exc:
-                    what = ("a worker died while processing it" if type(exc).__name__ == "KilledWorker"
-                            else "the task failed")
-                    rec = {"input": it.source, "rel": it.rel, "worker": None, "output": f"{it.rel}.csv",
-                           "status": "failed", "frames": 0, "frames_ok": 0, "declared_frames": None,
-                           "seconds": 0.0, "error": f"{what}: {type(exc).__name__}: {exc}",
-                           "outputs": [], "csv_bytes": None}
+                rec = _task_record(f, it)
                 if rec["status"] == "interrupted":
                     continue
                 record(it, sig, rec)
@@ -163,8 +138,61 @@ def run_dask(todo, out_dir, options, record, halt, progress, summary, scheduler,
         summary.interrupted = summary.interrupted and len(summary.records) < len(todo)
     finally:
         bar.close()
-        if cluster is not None:
-            client.close()
-            cluster.close()
-        elif not isinstance(scheduler, Client):
-            client.close()
+        _disconnect(client, cluster, scheduler)
+
+
+def _connect(scheduler, n: int):
+    """``(client, cluster)``: the given client, a client of the scheduler at
+    address ``scheduler``, or one of a new embedded cluster of ``n`` workers
+    (``cluster`` is None unless embedded)."""
+    if isinstance(scheduler, Client):
+        return scheduler, None
+    if scheduler:
+        return Client(scheduler), None
+    cluster = local_cluster(n)
+    client = Client(cluster)
+    client.register_plugin(IgnoreSigint(), name="pyclnf-ignore-sigint")
+    return client, cluster
+
+
+def _disconnect(client, cluster, scheduler) -> None:
+    """Close what :func:`_connect` opened (never a client the caller gave)."""
+    if cluster is not None:
+        client.close()
+        cluster.close()
+    elif not isinstance(scheduler, Client):
+        client.close()
+
+
+def _submit(client, todo, out_dir, options, batch_id: str) -> dict:
+    """Submit one task per ``(item, signature)`` of ``todo``; returns future -> (item, signature)."""
+    futures = {}
+    for k, (it, sig) in enumerate(todo):
+        f = client.submit(run_task, it.source, it.rel, str(out_dir), options, batch_id,
+                          key=f"pyclnf-batch-{batch_id}-{k}", pure=False)
+        futures[f] = (it, sig)
+    return futures
+
+
+def _wait_some(pending):
+    """``(done, pending)`` after waiting up to 0.5 s for a future to finish."""
+    try:
+        return wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
+    except Exception as exc:           # TimeoutError (its class varies with versions)
+        if "Timeout" not in type(exc).__name__:
+            raise
+        return (), pending
+
+
+def _task_record(f, it) -> dict:
+    """The manifest record a finished future returned, or a "failed" record
+    for input ``it`` when its task raised or its worker died."""
+    try:
+        return f.result()
+    except Exception as exc:
+        what = ("a worker died while processing it" if type(exc).__name__ == "KilledWorker"
+                else "the task failed")
+        return {"input": it.source, "rel": it.rel, "worker": None, "output": f"{it.rel}.csv",
+                "status": "failed", "frames": 0, "frames_ok": 0, "declared_frames": None,
+                "seconds": 0.0, "error": f"{what}: {type(exc).__name__}: {exc}",
+                "outputs": [], "csv_bytes": None}
