@@ -191,32 +191,43 @@ def benchmark_backends_detailed(patch: Optional[np.ndarray] = None, iterations: 
     scale = resolve_scale(experts.patch_scaling, scale)
     if not 0 <= view < experts.n_views(scale):
         raise ValueError(f"view must be in [0, {experts.n_views(scale)}), got {view}")
+    patch = _checked_patch(patch)
+    landmarks = experts.plan(scale, view).landmarks
+    areas = np.ascontiguousarray(np.broadcast_to(patch, (landmarks.size,) + patch.shape))
+    return {name: _time_backend(name, experts, export_dir, areas, landmarks, scale, view, iterations)
+            for name in (benchmark_names() if backends is None else backends)}
+
+
+def _checked_patch(patch: Optional[np.ndarray]) -> np.ndarray:
+    """``patch`` as a float32 (A, A) area, A >= SUPPORT + 2; default a seeded
+    random 21 x 21 area."""
     if patch is None:
         patch = np.random.default_rng(0).uniform(0, 255, (21, 21))
     patch = np.asarray(patch, dtype=np.float32)
     if patch.ndim != 2 or patch.shape[0] != patch.shape[1] or patch.shape[0] < SUPPORT + 2:
         raise ValueError(f"patch must be a square (A, A) area with A >= {SUPPORT + 2}, got {patch.shape}")
-    landmarks = experts.plan(scale, view).landmarks
-    areas = np.ascontiguousarray(np.broadcast_to(patch, (landmarks.size,) + patch.shape))
+    return patch
+
+
+def _time_backend(name: str, experts: PatchExpertSet, export_dir, areas: np.ndarray, landmarks: np.ndarray,
+                  scale: int, view: int, iterations: int) -> BackendTiming:
+    """Time ``iterations`` ``responses()`` calls of backend ``name`` after one
+    warm-up call each outside and inside single-threaded BLAS; an unavailable
+    backend gets a timing that says why."""
     from .._threads import single_threaded_blas
-    results: Dict[str, BackendTiming] = {}
-    for name in (benchmark_names() if backends is None else backends):
-        try:
-            backend = _make(name, experts, export_dir)
-            backend.prepare()
+    try:
+        backend = _make(name, experts, export_dir)
+        backend.prepare()
+        backend.responses(areas, landmarks, scale, view)
+    except BackendUnavailableError as exc:
+        return BackendTiming(name, None, None, int(landmarks.size), str(exc))
+    with single_threaded_blas():
+        backend.responses(areas, landmarks, scale, view)
+        t0 = time.perf_counter()
+        for _ in range(iterations):
             backend.responses(areas, landmarks, scale, view)
-        except BackendUnavailableError as exc:
-            results[name] = BackendTiming(name, None, None, int(landmarks.size), str(exc))
-            continue
-        with single_threaded_blas():
-            backend.responses(areas, landmarks, scale, view)
-            t0 = time.perf_counter()
-            for _ in range(iterations):
-                backend.responses(areas, landmarks, scale, view)
-            dt = (time.perf_counter() - t0) / iterations
-        results[name] = BackendTiming(name, landmarks.size / dt if dt > 0 else float("inf"), dt,
-                                      int(landmarks.size))
-    return results
+        dt = (time.perf_counter() - t0) / iterations
+    return BackendTiming(name, landmarks.size / dt if dt > 0 else float("inf"), dt, int(landmarks.size))
 
 
 def format_fps(results: Dict[str, BackendTiming]) -> str:
