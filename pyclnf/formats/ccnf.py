@@ -86,6 +86,23 @@ def read_ccnf(path) -> CCNFScale:
     r = BinaryReader(path)
     scaling, centers, vis = read_patch_header(r)
     n_views, n_points = vis.shape
+    windows, components = _read_windows(r)
+    n_betas = len(components[0]) if components else 0
+    experts = [[_read_expert(r, f"view {v} landmark {p} expert", n_betas) for p in range(n_points)]
+               for v in range(n_views)]
+    r.expect_end()
+    return CCNFScale(
+        patch_scaling=scaling,
+        centers_deg=centers,
+        visibilities=vis,
+        window_sizes=windows,
+        sigma_components=components,
+        experts=experts,
+    )
+
+
+def _read_windows(r: BinaryReader):
+    """The CRF part: window sizes and, per window, its (w*w, w*w) components."""
     n_windows = r.count("window count", 0, 64)
     windows, components = [], []
     for w in range(n_windows):
@@ -99,46 +116,37 @@ def read_ccnf(path) -> CCNFScale:
             comps.append(m)
         windows.append(size)
         components.append(comps)
-    n_betas = len(components[0]) if components else 0
-    experts = []
-    for v in range(n_views):
-        row = []
-        for p in range(n_points):
-            where = f"view {v} landmark {p} expert"
-            r.expect_int32(EXPERT_RECORD, f"{where}: record type")
-            width = r.count(f"{where}: width", 1, 1024)
-            height = r.count(f"{where}: height", 1, 1024)
-            n_neurons = r.count(f"{where}: neuron count", 0, 100000)
-            if n_neurons == 0:
-                row.append(CCNFExpert(width, height, empty_marker=r.int32(f"{where}: empty marker")))
-                continue
-            neurons = []
-            for k in range(n_neurons):
-                r.expect_int32(NEURON_RECORD, f"{where}: neuron {k} record type")
-                ntype = r.int32(f"{where}: neuron {k} type")
-                if ntype not in (0, 3):
-                    raise r.error(f"{where}: neuron type 0 or 3", found=str(ntype), offset=r.offset - 4)
-                norm_w = r.float64(f"{where}: neuron {k} norm_weights")
-                bias = r.float64(f"{where}: neuron {k} bias")
-                alpha = r.float64(f"{where}: neuron {k} alpha")
-                weights = r.mat(f"{where}: neuron {k} weights")
-                if weights.shape != (height, width):
-                    raise r.error(f"{where}: neuron weights of shape ({height}, {width})",
-                                  found=f"shape {weights.shape}")
-                neurons.append(CCNFNeuron(ntype, norm_w, bias, alpha, weights))
-            betas = [r.float64(f"{where}: beta {b}") for b in range(n_betas)]
-            conf = r.float64(f"{where}: confidence")
-            row.append(CCNFExpert(width, height, neurons, betas, conf))
-        experts.append(row)
-    r.expect_end()
-    return CCNFScale(
-        patch_scaling=scaling,
-        centers_deg=centers,
-        visibilities=vis,
-        window_sizes=windows,
-        sigma_components=components,
-        experts=experts,
-    )
+    return windows, components
+
+
+def _read_expert(r: BinaryReader, where: str, n_betas: int) -> CCNFExpert:
+    """One landmark's expert record (``where`` names it in errors)."""
+    r.expect_int32(EXPERT_RECORD, f"{where}: record type")
+    width = r.count(f"{where}: width", 1, 1024)
+    height = r.count(f"{where}: height", 1, 1024)
+    n_neurons = r.count(f"{where}: neuron count", 0, 100000)
+    if n_neurons == 0:
+        return CCNFExpert(width, height, empty_marker=r.int32(f"{where}: empty marker"))
+    neurons = [_read_neuron(r, f"{where}: neuron {k}", where, width, height) for k in range(n_neurons)]
+    betas = [r.float64(f"{where}: beta {b}") for b in range(n_betas)]
+    conf = r.float64(f"{where}: confidence")
+    return CCNFExpert(width, height, neurons, betas, conf)
+
+
+def _read_neuron(r: BinaryReader, what: str, where: str, width: int, height: int) -> CCNFNeuron:
+    """One neuron record ``what`` of the expert ``where``, weights (height, width)."""
+    r.expect_int32(NEURON_RECORD, f"{what} record type")
+    ntype = r.int32(f"{what} type")
+    if ntype not in (0, 3):
+        raise r.error(f"{where}: neuron type 0 or 3", found=str(ntype), offset=r.offset - 4)
+    norm_w = r.float64(f"{what} norm_weights")
+    bias = r.float64(f"{what} bias")
+    alpha = r.float64(f"{what} alpha")
+    weights = r.mat(f"{what} weights")
+    if weights.shape != (height, width):
+        raise r.error(f"{where}: neuron weights of shape ({height}, {width})",
+                      found=f"shape {weights.shape}")
+    return CCNFNeuron(ntype, norm_w, bias, alpha, weights)
 
 
 def write_ccnf(scale: CCNFScale, path) -> None:
