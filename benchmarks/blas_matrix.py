@@ -13,8 +13,8 @@ subprocess, once with Numba compiling for this CPU and, with ``--generic``,
 also with ``NUMBA_CPU_NAME=generic`` (no AVX/FMA). Each run does
 
 * ``track_multi`` over ``multi_face.avi`` (OpenFace's ``FaceLandmarkVidMulti``
-  check of ``tests/test_tracking.py``): OpenFace face-frames matched within
-  1 px, their mean distance;
+  check of ``tests/test_tracking.py``): OpenFace face-frames not matched
+  within 1 px, whether the test's criteria pass, the matched ones' mean px;
 * fixed-box fits of the first ``--lfpw`` LFPW test faces (default settings,
   the check of ``tests/test_fidelity_lfpw.py``): mean distance to OpenFace.
 
@@ -100,11 +100,12 @@ def _worker(model: str, out: str, frames: int, n_lfpw: int) -> int:
 
 
 def _multi_match(data, model: str, frames: int):
-    """(unmatched, total, mean px) of OpenFace's face-frames, as test_tracking counts them."""
+    """(unmatched, total, mean px of the matched, test verdict) of OpenFace's
+    face-frames, as tests/test_tracking.py judges them."""
     import numpy as np
 
     sys.path.insert(0, str(REPO / "tests"))
-    from test_tracking import MULTI_MATCH_DIST, _multi_compare
+    from test_tracking import MULTI_MATCH_DIST, _multi_compare, check_multi_against_openface
 
     from pyclnf.testing.datasets import read_openface_csv
 
@@ -115,8 +116,14 @@ def _multi_match(data, model: str, frames: int):
     out = [[] for _ in range(n)]
     for f, k, lm, ok in zip(data["frame"], data["face"], data["lm"], data["success"]):
         out[f - 1].append((int(k), lm, {"success": bool(ok)}))
-    d = np.array([x[2] for x in _multi_compare(out, ref)])
-    return int((d > MULTI_MATCH_DIST).sum()), len(d), float(d.mean()) if len(d) else float("nan")
+    nearest = _multi_compare(out, ref)
+    d = np.array([x[2] for x in nearest])
+    try:
+        check_multi_against_openface(nearest, model)
+        verdict = "pass"
+    except AssertionError:
+        verdict = "FAIL"
+    return int((d > MULTI_MATCH_DIST).sum()), len(d), float(d[d <= MULTI_MATCH_DIST].mean()), verdict
 
 
 def _difference(a, b):
@@ -176,7 +183,7 @@ def main(argv=None) -> int:
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(run, jobs))
 
-    print(f"{'model':6} {'OPENBLAS_CORETYPE':18} {'kernel used':16} {'numba':7} {'unmatched':>12} "
+    print(f"{'model':6} {'OPENBLAS_CORETYPE':18} {'kernel used':16} {'numba':7} {'unmatched':>12} {'test':>4} "
           f"{'mean px':>8} {'LFPW px':>8} {'vs first: max px':>17} {'frames differ':>14} {'LFPW max px':>12} {'s':>5}")
     rc = 0
     for model in models:
@@ -193,11 +200,11 @@ def main(argv=None) -> int:
                     rc = 1
                 continue
             data = np.load(out)
-            un, total, mean = _multi_match(data, model, args.frames)
+            un, total, mean, verdict = _multi_match(data, model, args.frames)
             if first is None:
                 first = data
             mx, differ, lfpw_mx = _difference(first, data)
-            print(f"{model:6} {core:18} {','.join(data['kernels']):16} {numba:7} {f'{un}/{total}':>12} "
+            print(f"{model:6} {core:18} {','.join(data['kernels']):16} {numba:7} {f'{un}/{total}':>12} {verdict:>4} "
                   f"{mean:8.3f} {float(data['lfpw_dist'].mean()) if data['lfpw_dist'].size else float('nan'):8.3f} "
                   f"{mx:17.4g} {differ:14d} {lfpw_mx:12.4g} {float(data['seconds'][1]):5.0f}")
     tmp.cleanup()

@@ -25,14 +25,26 @@ pixels; the reference is printed with 0.1 px precision, which alone gives
   every frame (OpenFace reads all three to the same 8-bit gray image up to
   rounding of the 16->8-bit and colour->gray conversions).
 * multi-face tracking: an OpenFace face-frame counts as matched if one of our
-  faces in that frame is within 1 px; >= 99% must match and the mean over all
-  OpenFace face-frames (unmatched ones with their nearest distance) <= 0.5 px.
-  Multi-face tracks of faces turning away are chaotic (OpenFace itself
-  reports them failed), so a few face-frames may diverge for a few frames.
-  Measured (numba backend): clnf 17 of 2115 unmatched, mean 0.11 px;
-  ceclm 77 of 2121 unmatched, mean 1.23 px -- because of the validation
-  boundary bug tested below; with OpenFace's float comparison 5 of 2121,
-  mean 0.049 px.
+  faces in that frame is within 1 px.  Where a face turns away (OpenFace
+  itself mostly reports it failed) tracking is chaotic: the last bits of one
+  float32 product decide whether our track and OpenFace's part for a few
+  frames.  Those bits depend on the BLAS kernel of the CPU (OpenBLAS sums in
+  a different order on AVX-512, AVX2, AVX...), and the patch-expert layers
+  still run through BLAS, so the count of unmatched face-frames is a property
+  of the CPU, not of the code: measured (numba backend, full video,
+  ``benchmarks/blas_matrix.py``, OPENBLAS_CORETYPE emulating other CPUs)
+  clnf 10-28 of 2115 unmatched, ceclm 5-51 of 2121 (51: an Intel AVX-512
+  machine), i.e. up to 2.4 %.  In every run the unmatched face-frames form
+  short *episodes* (one OpenFace face, consecutive frames with gaps <= 3) at
+  the same few places (frames 267, 393-407, 447, 458-475, 510-516, 555-557,
+  581, 590-634, 673-677), the longest 18 frames, after which the tracks agree
+  again.  A real error (a wrong window, validator or re-detection rule)
+  spreads over the whole video or loses a face for good.  So the test asks:
+  >= 97 % matched (bounds the 2.4 % measured), no episode longer than 30
+  frames (1 s; measured <= 18), the matched face-frames within 0.1 px on
+  average (measured 0.04-0.05 px; the mean over *all* face-frames is not
+  used because one lost face-frame is hundreds of px away), and the success
+  flag agreeing with OpenFace's on >= 99 % of the matched face-frames.
 """
 
 from __future__ import annotations
@@ -64,10 +76,12 @@ MAX_AVG_DIST = 1.0
 MAX_FRAME_DIST = 2.0
 #: 16-bit / gray sequence vs the 8-bit colour sequence, px per frame.
 MAX_DEPTH_DIST = 0.5
-#: Multi-face: match radius, required match rate, overall mean.
+#: Multi-face: match radius, required match rate, longest divergence episode
+#: (frames), mean distance of the matched face-frames (see the module notes).
 MULTI_MATCH_DIST = 1.0
-MULTI_MIN_MATCHED = 0.99
-MULTI_MAX_MEAN = 0.5
+MULTI_MIN_MATCHED = 0.97
+MULTI_MAX_EPISODE = 30
+MULTI_MAX_MATCHED_MEAN = 0.1
 #: Multi-face: matched face-frames whose success flag equals OpenFace's.
 MULTI_MIN_SUCCESS_AGREEMENT = 0.99
 
@@ -253,6 +267,42 @@ def _multi_compare(out, ref_rows):
     return nearest
 
 
+def _divergence_episodes(nearest, max_gap: int = 3):
+    """Unmatched OpenFace face-frames grouped per OpenFace face into runs of
+    frames with gaps <= ``max_gap``: list of ``(face_id, first, last, count)``."""
+    bad = sorted((i, f) for (f, i, x, _, _) in nearest if x > MULTI_MATCH_DIST)
+    episodes = []
+    for i, f in bad:
+        if episodes and episodes[-1][0] == i and f - episodes[-1][2] <= max_gap:
+            episodes[-1][2] = f
+            episodes[-1][3] += 1
+        else:
+            episodes.append([i, f, f, 1])
+    return [tuple(e) for e in episodes]
+
+
+def check_multi_against_openface(nearest, label):
+    """The multi-face acceptance criteria of the module notes (also used by
+    ``benchmarks/blas_matrix.py``); raises AssertionError naming the failure."""
+    d = np.array([x[2] for x in nearest])
+    matched = d <= MULTI_MATCH_DIST
+    episodes = _divergence_episodes(nearest)
+    assert matched.mean() >= MULTI_MIN_MATCHED, (
+        f"{label}: {(~matched).sum()} of {len(d)} OpenFace face-frames unmatched; "
+        f"episodes (face, first, last, n): {episodes[:20]}")
+    longest = max(episodes, key=lambda e: e[2] - e[1], default=None)
+    assert longest is None or longest[2] - longest[1] + 1 <= MULTI_MAX_EPISODE, (
+        f"{label}: face {longest[0]} diverges from OpenFace over frames {longest[1]}-{longest[2]}")
+    assert matched.any() and d[matched].mean() <= MULTI_MAX_MATCHED_MEAN, (
+        f"{label}: matched face-frames {d[matched].mean():.3f} px from OpenFace on average")
+    # The validator's verdict on matched faces agrees with OpenFace's success
+    # column (the disagreements are faces turning away, where the validator's
+    # bin probabilities are nearly flat).
+    verdicts = [(of_ok == ok) for (_, _, x, of_ok, ok) in nearest if x <= MULTI_MATCH_DIST]
+    assert np.mean(verdicts) >= MULTI_MIN_SUCCESS_AGREEMENT, (
+        f"{label}: success flag agrees with OpenFace on {np.mean(verdicts):.2%} of matched face-frames")
+
+
 #: OpenFace's multi_face.csv rows per model.
 MULTI_ROWS = {"clnf": 2115, "ceclm": 2121}
 
@@ -287,19 +337,8 @@ def test_track_multi_matches_openface(multi_tracked, shared_dir, model):
             assert lm.shape == (68, 2) and "success" in info
     nearest = _multi_compare(out, ref)
     assert len(nearest) == len(ref)
-    d = np.array([x[2] for x in nearest])
-    matched = d <= MULTI_MATCH_DIST
-    unmatched = [(f, i, round(float(x), 2)) for (f, i, x, _, _) in nearest if x > MULTI_MATCH_DIST]
-    assert matched.mean() >= MULTI_MIN_MATCHED, (
-        f"{label}: {(~matched).sum()} of {len(d)} OpenFace face-frames unmatched: {unmatched[:30]}")
-    assert np.all(np.isfinite(d)), "an OpenFace face-frame in a frame where we track no face"
-    assert d.mean() <= MULTI_MAX_MEAN, f"{label}: mean distance {d.mean():.3f} px"
-    # The validator's verdict on matched faces agrees with OpenFace's success
-    # column (clnf: 99.7%; the disagreements are faces turning away, where the
-    # validator's bin probabilities are nearly flat).
-    verdicts = [(of_ok == ok) for (_, _, x, of_ok, ok) in nearest if x <= MULTI_MATCH_DIST]
-    assert np.mean(verdicts) >= MULTI_MIN_SUCCESS_AGREEMENT, (
-        f"{label}: success flag agrees with OpenFace on {np.mean(verdicts):.2%} of matched face-frames")
+    assert np.all(np.isfinite([x[2] for x in nearest])), "an OpenFace face-frame in a frame where we track no face"
+    check_multi_against_openface(nearest, label)
 
 
 def test_track_multi_start_matches_openface_ceclm(detectors, shared_dir):
