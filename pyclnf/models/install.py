@@ -255,52 +255,45 @@ def _find_source(source_dir, manifest) -> Path:
     return source
 
 
-def install_models(accept_license: bool = False, progress=None,
-                   model_dir: Optional[PathArg] = None, mirror: Optional[str] = None,
-                   source_dir: Optional[PathArg] = None, manifest=None, *,
-                   timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-                   retry_wait: float = 1.0, allow_modified: bool = False, stdin=None,
-                   stderr=None) -> InstallResult:
+def install_models(accept_license: bool = False, progress=None, model_dir: Optional[PathArg] = None,
+                   mirror: Optional[str] = None, source_dir: Optional[PathArg] = None, manifest=None, *,
+                   timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES, retry_wait: float = 1.0,
+                   allow_modified: bool = False, stdin=None, stderr=None) -> InstallResult:
     """Install the model files of a manifest and report what happened.
 
     Parameters
     ----------
     accept_license : bool
-        True to accept OpenFace's licence without being asked. Otherwise
-        consent comes from ``PYCLNF_ACCEPT_OPENFACE_LICENSE=1`` or a ``[y/N]``
-        question in an interactive terminal. Not needed when every file is
-        already valid.
+        True to accept OpenFace's licence without being asked. Otherwise consent comes from
+        ``PYCLNF_ACCEPT_OPENFACE_LICENSE=1`` or a ``[y/N]`` question in an interactive terminal. Not
+        needed when every file is already valid.
     progress : None, bool or callable
-        Download progress: None shows a bar when stderr is a terminal,
-        False hides it, a callable gets ``(name, done_bytes, total_bytes)``.
+        Download progress: None shows a bar when stderr is a terminal, False hides it, a callable gets
+        ``(name, done_bytes, total_bytes)``.
     model_dir : str or os.PathLike, optional
-        Folder to install into; :func:`~pyclnf.models.default_model_dir` by
-        default (``PYCLNF_MODEL_DIR`` or the per-user folder). Created if
-        needed.
+        Folder to install into; :func:`~pyclnf.models.default_model_dir` by default
+        (``PYCLNF_MODEL_DIR`` or the per-user folder). Created if needed.
     mirror : str, optional
         Base URL replacing the official addresses: every file is fetched from
         ``<mirror>/lib/local/LandmarkDetector/model/<path>``.
     source_dir : str or os.PathLike, optional
-        An OpenFace model folder, source tree root or binary install to copy
-        files from. Files it lacks are downloaded.
+        An OpenFace model folder, source tree root or binary install to copy files from. Files it lacks
+        are downloaded.
     manifest : Manifest or iterable of ModelFile, optional
         Files to install; the OpenFace 2.2.0 release by default.
     timeout, retries, retry_wait : float, int, float
         Passed to :func:`~pyclnf.models.download.download_file`.
     allow_modified : bool
-        Install copies from ``source_dir`` whose size or SHA-256 differs from
-        the manifest (reported in ``differing``). By default they are refused
-        and reported in ``failures``.
+        Install copies from ``source_dir`` whose size or SHA-256 differs from the manifest (reported in
+        ``differing``). By default they are refused and reported in ``failures``.
     stdin, stderr : file-like, optional
-        Streams for the licence question, summary and "waiting for another
-        install" notice.
+        Streams for the licence question, summary and "waiting for another install" notice.
 
     Returns
     -------
     InstallResult
-        Downloaded, resumed, skipped, copied, differing, refused and failed
-        files. Per-file failures are reported here, not raised; call
-        :meth:`InstallResult.raise_for_failures` to raise them.
+        Downloaded, resumed, skipped, copied, differing, refused and failed files. Per-file failures are
+        reported here, not raised; call :meth:`InstallResult.raise_for_failures` to raise them.
 
     Raises
     ------
@@ -313,24 +306,27 @@ def install_models(accept_license: bool = False, progress=None,
     """
     manifest = as_manifest(manifest)
     target = default_model_dir() if model_dir is None else _path_arg(model_dir, "model_dir")
-    if mirror is not None:
-        mirror = _check_mirror(mirror)
+    mirror = None if mirror is None else _check_mirror(mirror)
     source = None if source_dir is None else _find_source(source_dir, manifest)
+    skipped, todo = _split_valid(target, manifest)
+    if not todo:
+        return InstallResult(target, manifest.name, len(manifest), skipped=tuple(skipped))
+    obtain_consent(accept_license, stdin=stdin, stderr=stderr)
+    transfer = dict(timeout=timeout, retries=retries, retry_wait=retry_wait)
+    with _folder_lock(target, stderr):
+        return _install_locked(target, manifest, skipped, todo, source, mirror, progress, allow_modified, transfer)
 
+
+def _split_valid(target: Path, manifest):
+    """``(skipped, todo)``: paths of the manifest's files already valid in
+    ``target``, and the entries still to install."""
     skipped, todo = [], []
     for entry in manifest:
         if check_file(target / entry.path, entry).ok:
             skipped.append(entry.path)
         else:
             todo.append(entry)
-    if not todo:
-        return InstallResult(target, manifest.name, len(manifest), skipped=tuple(skipped))
-
-    obtain_consent(accept_license, stdin=stdin, stderr=stderr)
-    with _folder_lock(target, stderr):
-        return _install_locked(target, manifest, skipped, todo, source, mirror, progress,
-                               allow_modified, dict(timeout=timeout, retries=retries,
-                                                    retry_wait=retry_wait))
+    return skipped, todo
 
 
 def _install_locked(target, manifest, skipped, todo, source, mirror, progress,
