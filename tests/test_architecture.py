@@ -41,6 +41,11 @@ LAYERS = {
     "batch": 7, "cli": 7, "__main__": 7, "": 7,
 }
 
+#: script entry points kept at their documented paths (``python
+#: pyclnf/backends/export_to_onnx.py``); they only forward to ``pyclnf.cli.export``
+#: and nothing in the package imports them
+ENTRY_POINTS = {"pyclnf.backends.export_to_onnx", "pyclnf.backends.export_to_coreml"}
+
 #: decorators that make a function a Numba kernel (exempt from the length rule)
 KERNEL_DECORATORS = {"njit", "jit", "vectorize", "guvectorize", "stencil"}
 MAX_FUNCTION_LINES = 60
@@ -73,6 +78,10 @@ def _imports(name: str, path: Path):
                 target = node.module or ""
             if target.split(".")[0] == "pyclnf":
                 yield target, tuple(a.name for a in node.names), node.lineno
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == \
+                "import_module" and node.args and isinstance(node.args[0], ast.Constant) and \
+                str(node.args[0].value).split(".")[0] == "pyclnf":
+            yield node.args[0].value, (), node.lineno          # importlib.import_module("pyclnf....")
 
 
 def _part(module: str) -> str:
@@ -82,9 +91,12 @@ def _part(module: str) -> str:
 
 def _edges():
     """(importer, target module, names, line) of every internal import; a
-    ``from pyclnf.x import y`` of a submodule ``y`` is an import of ``pyclnf.x.y``."""
+    ``from pyclnf.x import y`` of a submodule ``y`` is an import of ``pyclnf.x.y``;
+    the imports of the :data:`ENTRY_POINTS` scripts are left out."""
     known = {name for name, _ in _modules()}
     for name, path in _modules():
+        if name in ENTRY_POINTS:
+            continue
         for target, names, line in _imports(name, path):
             subs = [f"{target}.{n}" for n in names if f"{target}.{n}" in known]
             if subs and len(subs) == len(names):
@@ -122,6 +134,11 @@ def test_no_cycle_between_parts():
 
     cycles = sorted(f"{a} -> {b} -> ... -> {a}" for a in graph for b in graph[a] if reaches(b, a, {b}))
     assert not cycles, "import cycles between parts of pyclnf:\n" + "\n".join(cycles)
+
+
+def test_nothing_imports_the_entry_points():
+    users = [f"{src}:{line}" for src, dst, _, line in _edges() if dst in ENTRY_POINTS]
+    assert not users, "modules importing the script entry points:\n" + "\n".join(users)
 
 
 def _private(parts) -> bool:
@@ -183,8 +200,11 @@ def test_checks_report_their_offenders(tmp_path, monkeypatch):
         "patch_experts.py": "from pyclnf.shape import y\nfrom .backends._kernels import k\n",
         "backends/__init__.py": "",
         "backends/_kernels.py": "k = 1\n",
+        "detection/__init__.py": "import importlib\nimportlib.import_module('pyclnf.cli')\n",  # by name
     }))
     with pytest.raises(AssertionError, match=r"pyclnf\.formats\.binary:2 imports pyclnf\.cli \(layer 1 -> 7\)"):
+        test_no_upward_import()
+    with pytest.raises(AssertionError, match=r"pyclnf\.detection:2 imports pyclnf\.cli \(layer 5 -> 7\)"):
         test_no_upward_import()
     with pytest.raises(AssertionError, match=r"patch_experts -> shape -> \.\.\. -> patch_experts"):
         test_no_cycle_between_parts()
