@@ -212,8 +212,6 @@ def test_checks_report_their_offenders(tmp_path, monkeypatch):
         test_no_private_import_across_parts()
 
 
-@pytest.mark.xfail(strict=False, reason="long functions are being split (issue 10); "
-                   "the offenders are listed in the failure message")
 def test_longest_function_outside_kernels():
     too_long = sorted((n, where) for n, where in _function_lengths() if n > MAX_FUNCTION_LINES)
     assert not too_long, f"functions longer than {MAX_FUNCTION_LINES} lines (docstring not counted):\n" + \
