@@ -1,4 +1,4 @@
-"""Tests of the model-file readers and writers (pyclnf.models.*).
+"""Tests of the model-file readers and writers (pyclnf.formats.*).
 
 * Every file that ``main_clnf_general.txt`` and ``main_ceclm_general.txt``
   reach (descriptors, PDMs incl. the eye and inner-face PDMs, every CCNF and
