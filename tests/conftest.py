@@ -123,3 +123,15 @@ def lfpw_boxes(shared_dir):
         x0, y0, x1, y1 = (np.float32(v) for v in (x0, y0, x1, y1))
         boxes.append((stem, (float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
     return boxes
+
+
+def exporter_script_main(name):
+    """``main`` of the checkout-only script ``exporters/<name>.py``, loaded by
+    path: ``exporters/`` is not an installed package, and ``pytest`` run
+    against an installed PyCLNF does not put the checkout on ``sys.path``."""
+    import importlib.util
+    path = REPO_ROOT / "exporters" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_exporter_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main

@@ -186,7 +186,8 @@ def test_ccnf_packages_have_the_txt_weights(tmp_path, model_dir):
 
 
 def test_exporter_script_writes_coreml(tmp_path, model_dir, capsys):
-    from exporters.export_to_coreml import main
+    from conftest import exporter_script_main
+    main = exporter_script_main("export_to_coreml")
     out = tmp_path / "script"
     assert main(["--model-dir", str(model_dir), "--out", str(out), "--model", "clnf", "--scales", "0",
                  "--windows", "3", "--no-progress"]) == 0

@@ -319,7 +319,8 @@ def test_cli_export_onnx(model_dir, tmp_path, capsys):
 
 
 def test_exporter_script_takes_the_same_options(model_dir, tmp_path, capsys):
-    from exporters.export_to_onnx import main
+    from conftest import exporter_script_main
+    main = exporter_script_main("export_to_onnx")
     out = tmp_path / "script"
     assert main(["--model-dir", str(model_dir), "--out", str(out), "--model", "clnf", "--scales", "2",
                  "--windows", "7", "--no-progress"]) == 0
