@@ -12,6 +12,7 @@ the BLAS libraries loaded in the process.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 
@@ -75,3 +76,36 @@ def single_threaded_blas():
                 _take_control()
                 limiter.restore_original_limits()
                 _take_control()   # leave no controlling thread behind
+
+
+# --- threads inside one fit -------------------------------------------------
+_local = threading.local()
+
+
+def cpu_threads() -> int:
+    """Threads one fit may spread its work over: Numba's thread count
+    (``NUMBA_NUM_THREADS``), at most the cores this process may run on."""
+    import numba
+
+    n = numba.get_num_threads()
+    try:
+        n = min(n, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        pass
+    return max(1, n)
+
+
+def in_fit_worker() -> bool:
+    """True on a thread that is running one of several concurrent sub-fits
+    (:func:`fit_worker`): work it does is not split over threads again."""
+    return getattr(_local, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def fit_worker():
+    """Mark the calling thread as running one of several concurrent sub-fits."""
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _local.depth -= 1

@@ -8,12 +8,16 @@ yields :class:`Frame` objects; a frame that cannot be decoded has
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Union
 
 import cv2
 import numpy as np
+
+from ._threads import cpu_threads
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 VIDEO_EXTENSIONS = {".avi", ".mp4", ".mov", ".mkv", ".wmv", ".mpg", ".mpeg", ".m4v", ".webm", ".flv"}
@@ -107,7 +111,24 @@ class FrameSource:
         webcams; 0 for image sequences, as OpenFace writes)."""
         return index / self.fps if self.fps > 0 else 0.0
 
-    def frames(self) -> Iterator[Frame]:
+    def frames(self, prefetch: Optional[int] = None) -> Iterator[Frame]:
+        """The frames in order.
+
+        Parameters
+        ----------
+        prefetch : int, optional
+            Decode up to this many frames ahead on a background thread (OpenCV
+            decodes without the GIL, so a second core hides the decoding);
+            default 4 when this process may use more than one core
+            (:func:`pyclnf._threads.cpu_threads`), else 0 (decode on demand).
+        """
+        if prefetch is None:
+            prefetch = 4 if cpu_threads() > 1 else 0
+        if prefetch <= 0:
+            return self._decode()
+        return _read_ahead(self._decode, prefetch)
+
+    def _decode(self) -> Iterator[Frame]:
         if self.kind in ("images", "image"):
             for i, p in enumerate(self.target):
                 try:
@@ -126,6 +147,51 @@ class FrameSource:
                 i += 1
         finally:
             cap.release()
+
+
+_DONE = object()
+
+
+def _read_ahead(produce, depth: int) -> Iterator:
+    """Iterate ``produce()`` on a background thread, at most ``depth`` items
+    ahead; its exceptions are raised here, and leaving the loop early stops it."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run():
+        source = produce()
+        try:
+            for item in source:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:   # handed to the consumer, raised there
+            put(exc)
+        finally:
+            source.close()             # releases the capture now, on this thread
+
+    thread = threading.Thread(target=run, name="pyclnf-frames", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def iter_frames(source: Union[str, os.PathLike, int]) -> FrameSource:

@@ -17,6 +17,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from .._threads import in_fit_worker
 from ..patch_experts import SUPPORT, ccnf_sigma
 from .base import PatchExpertBackend
 
@@ -127,22 +128,41 @@ class ArrayBackend(PatchExpertBackend):
             groups = self._cen_cache[key] = self._stack_groups(plan, self._cen_units(plan, plan_pos))
         return groups
 
-    def _cen_parts(self, plan, plan_pos: np.ndarray) -> List[List[_CENGroup]]:
+    def _cen_parts(self, plan, plan_pos: np.ndarray, positions: int) -> List[List[_CENGroup]]:
         """The request's experts split into ``n_threads`` parts of about equal
-        work (areas), each stacked on its own (cached)."""
-        key = ("parts", self.n_threads, plan.scale, plan.view, plan_pos.tobytes())
+        work (areas), each stacked on its own (cached); one part when the
+        request is too small to pay for the hand-over (:attr:`split_min_macs`).
+
+        ``positions``: response positions evaluated per area."""
+        n_threads = self._threads_now()
+        key = ("parts", n_threads, positions, plan.scale, plan.view, plan_pos.tobytes())
         parts = self._cen_cache.get(key)
         if parts is None:
             units = self._cen_units(plan, plan_pos)
-            chunks = _balanced_chunks([len(items) for _, items in units], self.n_threads)
+            scale = self.experts.scales[plan.scale]
+            macs = sum(len(items) * positions * sum(w.size for w in scale.experts[ek[0]][ek[1]].weights)
+                       for ek, items in units)
+            n_parts = n_threads if macs >= self.split_min_macs else 1
+            chunks = _balanced_chunks([len(items) for _, items in units], n_parts)
             parts = self._cen_cache[key] = [self._stack_groups(plan, [units[i] for i in c]) for c in chunks]
         return parts
 
     #: worker threads for the layer products (set by subclasses; 1 = serial)
     n_threads = 1
+    #: a response call is split over the threads only from this many
+    #: multiply-adds on: below it, handing work to another thread (futures,
+    #: the GIL between kernels) costs more than it saves.  Measured on a 2-core
+    #: AMD EPYC (Zen 4): CCNF calls (~7 M) and the stand-in CEN (~4 M) ran
+    #: 3-10 % slower split; real-architecture CEN calls (0.3-1.3 G) 1.3x faster.
+    split_min_macs = 50_000_000
     _pool = None
     _pool_size = 0
     _pool_pid = -1
+
+    def _threads_now(self) -> int:
+        """Threads for this call: one on a thread already running one of
+        several concurrent sub-fits (:func:`pyclnf._threads.fit_worker`)."""
+        return 1 if in_fit_worker() else self.n_threads
 
     def _get_pool(self):
         """The worker threads shared by every CPU backend (created on first use)."""
@@ -201,7 +221,7 @@ class ArrayBackend(PatchExpertBackend):
         w = areas.shape[1] - SUPPORT + 1
         values = np.empty((areas.shape[0], (w * w - 1) // 2), dtype=np.float32)
         self._run_parts(self._cen_part, [(areas, flip, groups, values)
-                                         for groups in self._cen_parts(plan, plan_pos) if groups])
+                                         for groups in self._cen_parts(plan, plan_pos, values.shape[1]) if groups])
         dense = self.kernels.sparse_to_dense(values, w)
         if np.any(flip):
             dense[flip] = dense[flip][:, :, ::-1]
@@ -235,6 +255,15 @@ class ArrayBackend(PatchExpertBackend):
         self._ccnf_cache[key] = pack
         return pack
 
+    def _ccnf_neurons(self, scale: int) -> int:
+        """Most neurons of a CCNF expert at ``scale`` (cached)."""
+        key = ("neurons", scale)
+        k = self._ccnf_cache.get(key)
+        if k is None:
+            k = self._ccnf_cache[key] = max((len(e.neurons) for view in self.experts.scales[scale].experts
+                                             for e in view if e is not None), default=0)
+        return k
+
     def _ccnf_part(self, areas, plan, plan_pos, lo, hi, out) -> None:
         """CCNF responses of items ``lo:hi`` into ``out[lo:hi]``."""
         k = self.kernels
@@ -250,8 +279,10 @@ class ArrayBackend(PatchExpertBackend):
     def _ccnf(self, areas, plan, plan_pos) -> np.ndarray:
         w = areas.shape[1] - SUPPORT + 1
         out = np.empty((areas.shape[0], w, w), dtype=np.float32)
+        macs = areas.shape[0] * w * w * (SUPPORT * SUPPORT + 1) * self._ccnf_neurons(plan.scale)
+        n_parts = self._threads_now() if macs >= self.split_min_macs else 1
         self._run_parts(self._ccnf_part, [(areas, plan, plan_pos, lo, hi, out)
-                                          for lo, hi in _even_ranges(areas.shape[0], self.n_threads)])
+                                          for lo, hi in _even_ranges(areas.shape[0], n_parts)])
         return out
 
     def _compute(self, areas, plan_pos, scale, view):

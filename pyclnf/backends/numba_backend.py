@@ -9,6 +9,7 @@ import numba
 import numpy as np
 
 from .._numba_cache import compile_signatures
+from .._threads import cpu_threads
 from . import _kernels
 from ._array_backend import ArrayBackend
 
@@ -30,14 +31,9 @@ _NUMBA_KERNELS = types.SimpleNamespace(
 
 
 def default_threads() -> int:
-    """Threads a fit spreads its patch responses over: Numba's thread count
-    (``NUMBA_NUM_THREADS``), at most the cores this process may run on."""
-    n = numba.get_num_threads()
-    try:
-        n = min(n, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        pass
-    return max(1, n)
+    """Threads a fit spreads its patch responses over (see
+    :func:`pyclnf._threads.cpu_threads`)."""
+    return cpu_threads()
 
 
 class NumbaBackend(ArrayBackend):

@@ -19,16 +19,28 @@ fit's own :class:`~pyclnf.fitting.landmark_model.FitState`.
   termination, failed faces) simply drop out, so every face follows exactly
   the control flow of its sequential fit.
 
+A fit may also yield :class:`SubFits`: independent fits (the part models
+after the main fit, the rotation hypotheses of a multi-view fit) whose return
+values it needs.  :func:`run_one` runs them concurrently on the fit's threads
+(:func:`pyclnf._threads.cpu_threads`; each sub-fit on one thread, the
+kernels release the GIL), :func:`run_lockstep` adds them to its lockstep
+set.  Each sub-fit owns its state, so the order they run in changes nothing.
+
 The drivers only call ``PatchExpertBackend.responses``; any backend
 (numba, numpy, onnx, torch...) works unchanged.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Generator, List, Optional, Sequence
 
 import numpy as np
+
+from .._threads import cpu_threads, fit_worker, in_fit_worker
 
 
 @dataclass(frozen=True)
@@ -58,11 +70,64 @@ class ResponseRequest:
         return id(self.backend), self.scale, self.view, self.areas.shape[1]
 
 
-Fitting = Generator[ResponseRequest, np.ndarray, Any]
+@dataclass(frozen=True)
+class SubFits:
+    """Independent fits one fit waits for; the driver sends back the list of
+    their return values, in order.
+
+    Attributes
+    ----------
+    fittings : tuple of fitting generators
+        Each updates only its own state (they may run concurrently).
+    """
+
+    fittings: tuple
+
+
+Fitting = Generator[Any, Any, Any]   # yields ResponseRequest or SubFits
+
+_POOL_LOCK = threading.Lock()
+_POOL: Dict[str, Any] = {"pool": None, "size": 0}
+
+
+def _sub_fit_pool(n_workers: int) -> ThreadPoolExecutor:
+    """Threads that run sub-fits (shared by every fit of the process; never
+    the backends' response pool, so a sub-fit may split its responses)."""
+    with _POOL_LOCK:
+        if _POOL["pool"] is None or _POOL["size"] < n_workers:
+            _POOL["pool"] = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="pyclnf-fit")
+            _POOL["size"] = n_workers
+        return _POOL["pool"]
+
+
+def _run_sub_fits(fittings: Sequence[Fitting]) -> list:
+    """Return values of ``fittings``: on this thread and ``cpu_threads() - 1``
+    others, each taking the next unstarted fit (one thread only when there is
+    one fit, one core, or when this thread is already one of a sub-fit's)."""
+    n_threads = min(len(fittings), cpu_threads())
+    if n_threads <= 1 or in_fit_worker():
+        return [run_one(f) for f in fittings]
+    results: list = [None] * len(fittings)
+    next_index = itertools.count()
+
+    def work():
+        with fit_worker():
+            while True:
+                i = next(next_index)
+                if i >= len(fittings):
+                    return
+                results[i] = run_one(fittings[i])
+
+    futures = [_sub_fit_pool(n_threads - 1).submit(work) for _ in range(n_threads - 1)]
+    work()
+    for f in futures:
+        f.result()
+    return results
 
 
 def run_one(fitting: Fitting):
-    """Run one fitting generator, answering each request with one backend call.
+    """Run one fitting generator, answering each request with one backend
+    call and each :class:`SubFits` with :func:`_run_sub_fits`.
 
     Returns
     -------
@@ -71,7 +136,10 @@ def run_one(fitting: Fitting):
     try:
         request = next(fitting)
         while True:
-            r = request.backend.responses(request.areas, request.landmarks, request.scale, request.view)
+            if isinstance(request, SubFits):
+                r = _run_sub_fits(request.fittings)
+            else:
+                r = request.backend.responses(request.areas, request.landmarks, request.scale, request.view)
             request = fitting.send(r)
     except StopIteration as stop:
         return stop.value
@@ -153,20 +221,57 @@ def run_lockstep(fittings: Sequence[Fitting], size: Optional[int] = None) -> lis
     size = size or max(1, len(fittings))
     results = [None] * len(fittings)
     for start in range(0, len(fittings), size):
-        pending = {}
+        step = _Lockstep()
         for i in range(start, min(start + size, len(fittings))):
-            _advance(i, fittings[i], None, pending, results)
-        while pending:
-            order = list(pending)
-            answers = answer_requests([pending[i] for i in order])
-            for i, r in zip(order, answers):
-                _advance(i, fittings[i], r, pending, results)
+            step.start(fittings[i], lambda value, i=i: results.__setitem__(i, value))
+        step.run()
     return results
 
 
-def _advance(i, fitting, response, pending, results) -> None:
-    try:
-        pending[i] = next(fitting) if response is None else fitting.send(response)
-    except StopIteration as stop:
-        pending.pop(i, None)
-        results[i] = stop.value
+_START = object()
+
+
+class _Lockstep:
+    """The fits of one lockstep group: each is waiting for responses
+    (``pending``) or for its sub-fits (then its sub-fits are in the group)."""
+
+    def __init__(self):
+        self.pending: Dict[int, tuple] = {}     # key -> (fitting, request, on_done)
+        self._keys = itertools.count()
+
+    def start(self, fitting: Fitting, on_done: Callable[[Any], None]) -> None:
+        self._advance(fitting, _START, on_done)
+
+    def _advance(self, fitting: Fitting, value, on_done) -> None:
+        try:
+            request = next(fitting) if value is _START else fitting.send(value)
+        except StopIteration as stop:
+            on_done(stop.value)
+            return
+        if isinstance(request, SubFits):
+            self._start_sub_fits(fitting, request.fittings, on_done)
+        else:
+            self.pending[next(self._keys)] = (fitting, request, on_done)
+
+    def _start_sub_fits(self, parent: Fitting, fittings: Sequence[Fitting], on_done) -> None:
+        values: list = [None] * len(fittings)
+        left = [len(fittings)]
+
+        def child_done(k, value):
+            values[k] = value
+            left[0] -= 1
+            if left[0] == 0:
+                self._advance(parent, values, on_done)
+
+        if not fittings:
+            self._advance(parent, values, on_done)
+        for k, f in enumerate(fittings):
+            self.start(f, lambda value, k=k: child_done(k, value))
+
+    def run(self) -> None:
+        while self.pending:
+            items = list(self.pending.values())
+            self.pending.clear()
+            answers = answer_requests([request for _, request, _ in items])
+            for (fitting, _, on_done), r in zip(items, answers):
+                self._advance(fitting, r, on_done)

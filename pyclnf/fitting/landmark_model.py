@@ -23,7 +23,7 @@ from ..shape.pdm import PDM
 from ._meanshift_kernels import landmark_likelihoods
 from ._rlms_kernels import rlms_iterations
 from ..shape.alignment import align_shapes_with_scale
-from .batch import ResponseRequest
+from .batch import ResponseRequest, SubFits
 
 F32 = np.float32
 
@@ -174,6 +174,37 @@ def _is_last_scale(scale: int, window_sizes: Sequence[int], n_scales: int, face_
             or (scale + 1 < len(window_sizes) and window_sizes[scale + 1] == 0)
             or scale + 1 >= len(window_sizes)
             or face_scale < 0.30)
+
+
+def _hypothesis_state(state: FitState) -> FitState:
+    """A copy of ``state`` for one hypothesis of a multi-view fit: statistics
+    zeroed, likelihoods marked unset (NaN / None) so that :func:`_carry_over`
+    can tell which ones the hypothesis did not write."""
+    st = state.copy()
+    st.iterations = 0
+    st.trace = None if state.trace is None else []
+    st.model_likelihood = math.nan
+    st.landmark_likelihoods = None
+    return st
+
+
+def _carry_over(state: FitState, hypotheses: Sequence[FitState]) -> None:
+    """Give independently run hypotheses what running them one after the
+    other on ``state`` gives (OpenFace fits them in turn on one model):
+    a likelihood a hypothesis did not write (its fit stopped early, the face
+    too small) is the one before it, the statistics and trace add up, and
+    ``converged`` is the last one's."""
+    lhood, ll = state.model_likelihood, state.landmark_likelihoods
+    for st in hypotheses:
+        if math.isnan(st.model_likelihood):
+            st.model_likelihood = lhood
+        if st.landmark_likelihoods is None and ll is not None:
+            st.landmark_likelihoods = ll.copy()
+        lhood, ll = st.model_likelihood, st.landmark_likelihoods
+        state.iterations += st.iterations
+        if state.trace is not None:
+            state.trace.extend(st.trace)
+    state.converged = hypotheses[-1].converged
 
 
 class LandmarkModel:
@@ -355,26 +386,39 @@ class LandmarkModel:
         return state.detection_success
 
     def _refine_parts_steps(self, state: FitState, gray_u8: np.ndarray, gray_f32: np.ndarray):
-        """Generator: fit each part from the main landmarks and merge them back."""
-        parts_used = False
-        for part, ps in zip(self.parts, state.parts):
-            pm = part.model
-            locs = np.zeros((pm.pdm.n_points, 2), F32)
-            locs[part.mapping[:, 1]] = state.landmarks[part.mapping[:, 0]]
-            g, p = pm.pdm.params_from_landmarks(locs)
-            ps.params_global, ps.params_local = g, p
-            if state.params_global[0] > 0.9 * pm.experts.patch_scaling[0]:
-                parts_used = True
-                yield from pm.detect_landmarks_steps(ps, gray_u8, part.settings, gray_f32=gray_f32)
-            else:
-                ps.landmarks = pm.pdm.shape_2d(p, g)
-        if parts_used:
+        """Generator: fit each part from the main landmarks (the parts are
+        independent: one :class:`~pyclnf.fitting.batch.SubFits`) and merge them back."""
+        fittings = tuple(self._part_steps(part, ps, state, gray_u8, gray_f32)
+                         for part, ps in zip(self.parts, state.parts))
+        n_fitted = sum(state.params_global[0] > 0.9 * part.model.experts.patch_scaling[0] for part in self.parts)
+        if n_fitted > 1:
+            used = yield SubFits(fittings)
+        else:   # nothing worth a thread hand-over
+            used = []
+            for f in fittings:
+                used.append((yield from f))
+        if any(used):
             merged = state.landmarks.copy()
             for part, ps in zip(self.parts, state.parts):
                 merged[part.mapping[:, 0]] = ps.landmarks[part.mapping[:, 1]]
             g, p = self.pdm.params_from_landmarks(merged)
             state.params_global, state.params_local = g, p
             state.landmarks = self.pdm.shape_2d(p, g)
+
+    @staticmethod
+    def _part_steps(part: Part, ps: FitState, state: FitState, gray_u8: np.ndarray, gray_f32: np.ndarray):
+        """Generator: start part state ``ps`` from the main landmarks and fit
+        it when the face is large enough for its experts; returns whether it was fitted."""
+        pm = part.model
+        locs = np.zeros((pm.pdm.n_points, 2), F32)
+        locs[part.mapping[:, 1]] = state.landmarks[part.mapping[:, 0]]
+        g, p = pm.pdm.params_from_landmarks(locs)
+        ps.params_global, ps.params_local = g, p
+        if state.params_global[0] > 0.9 * pm.experts.patch_scaling[0]:
+            yield from pm.detect_landmarks_steps(ps, gray_u8, part.settings, gray_f32=gray_f32)
+            return True
+        ps.landmarks = pm.pdm.shape_2d(p, g)
+        return False
 
     def _validate(self, state: FitState, ok: bool, gray_u8: np.ndarray, settings: FitSettings) -> None:
         if settings.validate_detections and ok and self.validator is not None:
@@ -410,14 +454,31 @@ class LandmarkModel:
         return (yield from self._multi_hyp_early_term(state, gray_u8, gray_f32, bbox, settings, hypotheses))
 
     def _multi_hyp_basic(self, state, gray_u8, gray_f32, bbox, settings, hypotheses):
-        best = None
-        for rot in hypotheses:
-            self.init_from_box(state, bbox, rot)
+        """Fit every rotation hypothesis, keep the most likely one.
+
+        The hypotheses are independent fits (one :class:`SubFits`), each on a
+        copy of ``state``; the results are then combined as OpenFace's
+        sequential loop over one shared model would leave them
+        (:func:`_carry_over`)."""
+        if len(hypotheses) == 1:
+            self.init_from_box(state, bbox, hypotheses[0])
             yield from self.detect_landmarks_steps(state, gray_u8, settings, settings.window_sizes, gray_f32)
-            if best is None or best.model_likelihood < state.model_likelihood:
-                best = state.copy()
+            return state.detection_success
+        states = [_hypothesis_state(state) for _ in hypotheses]
+        yield SubFits(tuple(self._hypothesis_steps(st, gray_u8, gray_f32, bbox, rot, settings)
+                            for st, rot in zip(states, hypotheses)))
+        _carry_over(state, states)
+        best = None
+        for st in states:
+            if best is None or best.model_likelihood < st.model_likelihood:
+                best = st
         state.take_fit(best)
         return state.detection_success
+
+    def _hypothesis_steps(self, state, gray_u8, gray_f32, bbox, rotation, settings):
+        """Generator: one rotation hypothesis of a multi-view fit, on its own state."""
+        self.init_from_box(state, bbox, rotation)
+        yield from self.detect_landmarks_steps(state, gray_u8, settings, settings.window_sizes, gray_f32)
 
     def _multi_hyp_early_term(self, state, gray_u8, gray_f32, bbox, settings, hypotheses):
         weights, biases, cutoffs = self.experts.early_termination
