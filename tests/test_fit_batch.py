@@ -5,9 +5,15 @@ The batched engine runs each face through exactly the sequential control
 flow; only the patch-expert responses of many faces are computed in one
 backend call.  Tolerances:
 
-* Numba and NumPy (their kernels work area by area): **identical**
-  landmarks (``np.array_equal``), also with every face in one call
-  ("numba-lockstep").
+* Numba and NumPy with their per-call cap (``max_batch_areas``: about one
+  face a call, as ``fit_batch`` runs them): **identical** landmarks
+  (``np.array_equal``).
+* "numba-lockstep" (the cap lifted: every face in one call, so each layer
+  product of an expert spans many faces' rows) is held to the tolerance
+  below instead: BLAS picks its kernel by matrix size (OpenBLAS has
+  small-matrix kernels on AVX-512 CPUs), so a taller product may sum in
+  another order.  Measured on an AMD EPYC (Zen 4, OpenBLAS ``SkylakeX``):
+  CE-CLM face 0 at 0.012 px; on AVX2 (``Haswell``) identical.
 * Other backends (ONNX Runtime, torch) may order their float32 sums
   differently for a larger batch: mean over the faces of the mean landmark
   distance <= 0.01 px (issue 11's bound), and every face <= 0.05 px.  The
@@ -35,7 +41,7 @@ from test_tracking import _data, _video_frames
 N_FACES = 12
 MAX_MEAN_PX = 0.01        #: mean over the faces of the per-face mean distance
 MAX_FACE_PX = 0.05        #: per-face mean distance
-EXACT_BACKENDS = ("numba", "numba-lockstep", "numpy")
+EXACT_BACKENDS = ("numba", "numpy")
 EXACT_KEYS = ("success", "view", "iterations", "converged")
 
 
