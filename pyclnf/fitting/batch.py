@@ -32,7 +32,9 @@ The drivers only call ``PatchExpertBackend.responses``; any backend
 
 from __future__ import annotations
 
+import functools
 import itertools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -87,42 +89,50 @@ class SubFits:
 Fitting = Generator[Any, Any, Any]   # yields ResponseRequest or SubFits
 
 _POOL_LOCK = threading.Lock()
-_POOL: Dict[str, Any] = {"pool": None, "size": 0}
+_POOL: Dict[str, Any] = {"pool": None, "size": 0, "pid": -1}
 
 
 def _sub_fit_pool(n_workers: int) -> ThreadPoolExecutor:
-    """Threads that run sub-fits (shared by every fit of the process; never
-    the backends' response pool, so a sub-fit may split its responses)."""
+    """Threads that run sub-fits (shared by every fit of the process; not
+    the backends' response pool)."""
     with _POOL_LOCK:
-        if _POOL["pool"] is None or _POOL["size"] < n_workers:
-            _POOL["pool"] = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="pyclnf-fit")
-            _POOL["size"] = n_workers
+        # a pool inherited through fork() has no threads in the child: make a new one
+        if _POOL["pool"] is None or _POOL["size"] < n_workers or _POOL["pid"] != os.getpid():
+            _POOL.update(pool=ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="pyclnf-fit"),
+                         size=n_workers, pid=os.getpid())
         return _POOL["pool"]
 
 
-def _run_sub_fits(fittings: Sequence[Fitting]) -> list:
-    """Return values of ``fittings``: on this thread and ``cpu_threads() - 1``
-    others, each taking the next unstarted fit (one thread only when there is
-    one fit, one core, or when this thread is already one of a sub-fit's)."""
-    n_threads = min(len(fittings), cpu_threads())
+def _run_tasks(tasks: Sequence[Callable[[], Any]]) -> list:
+    """Return values of the independent ``tasks``: on this thread and up to
+    ``cpu_threads() - 1`` others, each thread taking the next unstarted task
+    (all on this thread when there is one task, one core, or when this
+    thread already runs one of several tasks). Work inside a task is then
+    not split over threads again (:func:`pyclnf._threads.in_fit_worker`)."""
+    n_threads = min(len(tasks), cpu_threads())
     if n_threads <= 1 or in_fit_worker():
-        return [run_one(f) for f in fittings]
-    results: list = [None] * len(fittings)
+        return [task() for task in tasks]
+    results: list = [None] * len(tasks)
     next_index = itertools.count()
 
     def work():
         with fit_worker():
             while True:
                 i = next(next_index)
-                if i >= len(fittings):
+                if i >= len(tasks):
                     return
-                results[i] = run_one(fittings[i])
+                results[i] = tasks[i]()
 
     futures = [_sub_fit_pool(n_threads - 1).submit(work) for _ in range(n_threads - 1)]
     work()
     for f in futures:
         f.result()
     return results
+
+
+def _run_sub_fits(fittings: Sequence[Fitting]) -> list:
+    """Return values of independent fitting generators (see :func:`_run_tasks`)."""
+    return _run_tasks([functools.partial(run_one, f) for f in fittings])
 
 
 def run_one(fitting: Fitting):
@@ -212,7 +222,8 @@ def run_lockstep(fittings: Sequence[Fitting], size: Optional[int] = None) -> lis
     ----------
     fittings : sequence of fitting generators
     size : int, optional
-        Run them in consecutive groups of this many (default: all at once).
+        Run them in groups of this many (default: all at once); the groups
+        are independent and run concurrently on the fit's threads.
 
     Returns
     -------
@@ -220,11 +231,16 @@ def run_lockstep(fittings: Sequence[Fitting], size: Optional[int] = None) -> lis
     """
     size = size or max(1, len(fittings))
     results = [None] * len(fittings)
-    for start in range(0, len(fittings), size):
+    groups = [range(start, min(start + size, len(fittings))) for start in range(0, len(fittings), size)]
+
+    def run_group(members):
         step = _Lockstep()
-        for i in range(start, min(start + size, len(fittings))):
+        for i in members:
             step.start(fittings[i], lambda value, i=i: results.__setitem__(i, value))
         step.run()
+
+    # the groups are independent: several of them run on the fit's threads
+    _run_tasks([functools.partial(run_group, g) for g in groups])
     return results
 
 
