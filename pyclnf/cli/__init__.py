@@ -7,6 +7,7 @@
     pyclnf models {install,verify,where} ...
     pyclnf export ...
     pyclnf benchmark ...
+    pyclnf prepare
 
 The first argument is a subcommand only when it is exactly a subcommand's
 name; anything else is an input of ``run``.  An input folder that has a
@@ -34,6 +35,7 @@ SUBCOMMANDS = {
     "models": ("pyclnf.cli.models", "install, verify and locate OpenFace's model files"),
     "export": ("pyclnf.cli.export", "export the patch experts to ONNX / CoreML"),
     "benchmark": ("pyclnf.cli.benchmark", "time the patch-expert backends"),
+    "prepare": ("pyclnf.cli.prepare", "compile every kernel now (later runs start in about a second)"),
 }
 
 
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pyclnf",
         usage="pyclnf [run] INPUT... --out-dir DIR [options]\n"
-              "       pyclnf {batch,models,export,benchmark} ...",
+              "       pyclnf {batch,models,export,benchmark,prepare} ...",
         description="OpenFace 2.2 facial landmarks (CE-CLM / CLNF) in Python.",
         epilog="'pyclnf INPUT...' is 'pyclnf run INPUT...'. The first argument is a command only "
                "when it is exactly a command's name: write an input folder named like a command "

@@ -106,6 +106,8 @@ def _install(args) -> int:
                     f"them anyway")
         return _error("install", f"{len(result.failures)} file(s) could not be installed: "
                                  f"{names}; {hint}")
+    print("next: `pyclnf prepare` compiles the kernels once now (about 20 s), so that the first "
+          "run starts in about a second")
     return 0
 
 
