@@ -42,7 +42,7 @@ NARROW = 24
 _ROW_BLOCK = 256
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"contract"})
 def _gemm_rows(a, b, out):
     """``out[i, j] = round32(sum_p float64(a[i, p]) * b[p, j])``, vectorised over ``j``.
 
@@ -52,24 +52,49 @@ def _gemm_rows(a, b, out):
     b : (k, n) float32
     out : (m, n) float32, written
 
-    Zero entries of ``a`` are skipped: exact for finite ``b`` (a sum that
-    starts at +0.0 never becomes -0.0, so adding a zero product changes nothing).
+    Two rows of ``a`` at a time share each row of ``b`` (converted to float64
+    once). ``fastmath={"contract"}`` lets LLVM fuse each multiply-add: the
+    float64 product of two float32 numbers is exact, so the fused and the
+    separate forms round identically. A pair of zero entries of ``a`` is
+    skipped: exact for finite ``b`` (a sum that starts at +0.0 never becomes
+    -0.0, so adding a zero product changes nothing).
     """
     m, k = a.shape
     n = b.shape[1]
-    acc = np.empty(n, dtype=np.float64)
-    for i in range(m):
-        acc[:] = 0.0
-        for p in range(k):
-            aip = np.float64(a[i, p])
-            if aip == 0.0:
-                continue
-            brow = b[p]
-            for j in range(n):
-                acc[j] += aip * np.float64(brow[j])
-        orow = out[i]
+    b64 = np.empty((k, n), dtype=np.float64)
+    for p in range(k):
         for j in range(n):
-            orow[j] = np.float32(acc[j])
+            b64[p, j] = b[p, j]
+    acc0 = np.empty(n, dtype=np.float64)
+    acc1 = np.empty(n, dtype=np.float64)
+    for i in range(0, m - 1, 2):
+        acc0[:] = 0.0
+        acc1[:] = 0.0
+        for p in range(k):
+            x0 = np.float64(a[i, p])
+            x1 = np.float64(a[i + 1, p])
+            if x0 == 0.0 and x1 == 0.0:
+                continue
+            brow = b64[p]
+            for j in range(n):
+                bj = brow[j]
+                acc0[j] += x0 * bj
+                acc1[j] += x1 * bj
+        for j in range(n):
+            out[i, j] = np.float32(acc0[j])
+            out[i + 1, j] = np.float32(acc1[j])
+    if m % 2:
+        i = m - 1
+        acc0[:] = 0.0
+        for p in range(k):
+            x0 = np.float64(a[i, p])
+            if x0 == 0.0:
+                continue
+            brow = b64[p]
+            for j in range(n):
+                acc0[j] += x0 * brow[j]
+        for j in range(n):
+            out[i, j] = np.float32(acc0[j])
 
 
 @njit(cache=True, nogil=True)
