@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._numba_cache import njit
+from ._threads import run_split, split_threads
 
 __all__ = ["matmul", "matmul_into", "matvec"]
 
@@ -156,6 +157,22 @@ def _gemm_batched(a, b, out):
         matmul_into(a[t], b[t], out[t])
 
 
+#: A 2-D product is split over threads (by rows) from this many multiply-adds
+#: on (about 0.2 ms): the validator's largest CE-CLM product (14 M) and
+#: MTCNN's are, the RLMS normal equations (0.3 M) are not.
+SPLIT_MIN_MACS = 2_000_000
+
+
+def _gemm_part(a, b, out, lo: int, hi: int, narrow: bool) -> None:
+    """Rows ``lo:hi`` of ``out = a @ b`` with the kernel for the whole product's shape."""
+    if narrow:
+        # few output columns: vectorise over rows; a column-major ``a``
+        # (e.g. an im2col built transposed) needs no copy
+        _gemm_cols(np.ascontiguousarray(a[lo:hi].T), b, out[lo:hi])
+    else:
+        _gemm_rows(np.ascontiguousarray(a[lo:hi]), b, out[lo:hi])
+
+
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` of float32 matrices (or stacks of them), bit-identical on every CPU.
 
@@ -192,12 +209,11 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if out.size == 0:
             return out
         b = np.ascontiguousarray(b)
-        if n < NARROW and m >= 2 * NARROW:
-            # few output columns: vectorise over rows; a column-major ``a``
-            # (e.g. an im2col built transposed) needs no copy
-            _gemm_cols(np.ascontiguousarray(a.T), b, out)
-        else:
-            _gemm_rows(np.ascontiguousarray(a), b, out)
+        narrow = n < NARROW and m >= 2 * NARROW
+        n_parts = split_threads() if m * n * a.shape[1] >= SPLIT_MIN_MACS else 1
+        bounds = np.linspace(0, m, min(n_parts, m) + 1).astype(int)
+        # rows split over threads: every element is still the same sum
+        run_split(_gemm_part, [(a, b, out, lo, hi, narrow) for lo, hi in zip(bounds[:-1], bounds[1:])])
         return out
     if a.ndim == 3 and b.ndim == 3 and a.shape[0] != b.shape[0]:
         raise ValueError(f"matmul: batch sizes differ: {a.shape} @ {b.shape}")

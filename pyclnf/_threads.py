@@ -80,6 +80,40 @@ def single_threaded_blas():
 
 # --- threads inside one fit -------------------------------------------------
 _local = threading.local()
+_pool_lock = threading.Lock()
+_pool = {"executor": None, "size": 0, "pid": -1}
+
+
+def worker_pool(n_workers: int):
+    """The process's worker threads for work split inside a fit (patch
+    responses, part models, hypotheses, large fixed-order products), at least
+    ``n_workers`` of them. Tasks given to it never wait for other tasks of
+    it, so one pool serves every caller without deadlock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _pool_lock:
+        # a pool inherited through fork() has no threads in the child: make a new one
+        if _pool["executor"] is None or _pool["size"] < n_workers or _pool["pid"] != os.getpid():
+            _pool.update(executor=ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="pyclnf"),
+                         size=n_workers, pid=os.getpid())
+        return _pool["executor"]
+
+
+def run_split(fn, argsets) -> list:
+    """``[fn(*args) for args in argsets]``, the first on the calling thread and
+    the others on :func:`worker_pool` (for functions that release the GIL)."""
+    if len(argsets) <= 1:
+        return [fn(*args) for args in argsets]
+    futures = [worker_pool(len(argsets) - 1).submit(fn, *args) for args in argsets[1:]]
+    first = fn(*argsets[0])
+    return [first] + [f.result() for f in futures]
+
+
+def split_threads() -> int:
+    """Threads the calling thread may split a piece of work over: one on a
+    thread running one of several concurrent sub-fits, else
+    :func:`cpu_threads`."""
+    return 1 if in_fit_worker() else cpu_threads()
 
 
 def cpu_threads() -> int:

@@ -10,14 +10,12 @@ NumPy path and the Numba path are the same algorithm.
 from __future__ import annotations
 
 import functools
-import os
-import threading
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .._threads import in_fit_worker
+from .._threads import in_fit_worker, run_split
 from ..patch_experts import SUPPORT, ccnf_sigma
 from .base import PatchExpertBackend
 
@@ -47,9 +45,6 @@ def _stack_padded(mats: List[np.ndarray]) -> np.ndarray:
     for i, m in enumerate(mats):
         out[i, :m.shape[0], :m.shape[1]] = m
     return out
-
-
-_POOL_LOCK = threading.Lock()
 
 
 def _balanced_chunks(weights: List[int], n_parts: int) -> List[List[int]]:
@@ -155,26 +150,11 @@ class ArrayBackend(PatchExpertBackend):
     #: AMD EPYC (Zen 4): CCNF calls (~7 M) and the stand-in CEN (~4 M) ran
     #: 3-10 % slower split; real-architecture CEN calls (0.3-1.3 G) 1.3x faster.
     split_min_macs = 50_000_000
-    _pool = None
-    _pool_size = 0
-    _pool_pid = -1
 
     def _threads_now(self) -> int:
         """Threads for this call: one on a thread already running one of
         several concurrent sub-fits (:func:`pyclnf._threads.fit_worker`)."""
         return 1 if in_fit_worker() else self.n_threads
-
-    def _get_pool(self):
-        """The worker threads shared by every CPU backend (created on first use)."""
-        with _POOL_LOCK:
-            # a pool inherited through fork() has no threads in the child: make a new one
-            if (ArrayBackend._pool is None or ArrayBackend._pool_size < self.n_threads
-                    or ArrayBackend._pool_pid != os.getpid()):
-                from concurrent.futures import ThreadPoolExecutor
-                ArrayBackend._pool = ThreadPoolExecutor(max_workers=self.n_threads, thread_name_prefix="pyclnf")
-                ArrayBackend._pool_size = self.n_threads
-                ArrayBackend._pool_pid = os.getpid()
-            return ArrayBackend._pool
 
     def _layers(self, h, g, lo, hi):
         """Run the group's layers on experts ``lo:hi`` of the batch ``h``."""
@@ -190,21 +170,14 @@ class ArrayBackend(PatchExpertBackend):
         if self.n_threads <= 1 or n_g < 2 or work < 2_000_000:
             return self._layers(h, g, 0, n_g)
         bounds = np.linspace(0, n_g, self.n_threads + 1).astype(int)
-        futures = [self._get_pool().submit(self._layers, h, g, lo, hi)
-                   for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-        return np.concatenate([f.result() for f in futures], axis=0)
+        return np.concatenate(run_split(self._layers, [(h, g, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])
+                                                        if hi > lo]), axis=0)
 
-    def _run_parts(self, fn, argsets) -> None:
+    @staticmethod
+    def _run_parts(fn, argsets) -> None:
         """Call ``fn(*args)`` for each of ``argsets``: the first on this thread,
-        the others on the shared worker threads (the kernels release the GIL)."""
-        if len(argsets) <= 1:
-            for args in argsets:
-                fn(*args)
-            return
-        futures = [self._get_pool().submit(fn, *a) for a in argsets[1:]]
-        fn(*argsets[0])
-        for f in futures:
-            f.result()
+        the others on the worker threads (the kernels release the GIL)."""
+        run_split(fn, argsets)
 
     def _cen_part(self, areas, flip, groups, values) -> None:
         """Sparse CEN values of the experts in ``groups`` into ``values`` (n, P)."""

@@ -34,15 +34,12 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Generator, List, Optional, Sequence
 
 import numpy as np
 
-from .._threads import cpu_threads, fit_worker, in_fit_worker
+from .._threads import cpu_threads, fit_worker, in_fit_worker, worker_pool
 
 
 @dataclass(frozen=True)
@@ -88,21 +85,6 @@ class SubFits:
 
 Fitting = Generator[Any, Any, Any]   # yields ResponseRequest or SubFits
 
-_POOL_LOCK = threading.Lock()
-_POOL: Dict[str, Any] = {"pool": None, "size": 0, "pid": -1}
-
-
-def _sub_fit_pool(n_workers: int) -> ThreadPoolExecutor:
-    """Threads that run sub-fits (shared by every fit of the process; not
-    the backends' response pool)."""
-    with _POOL_LOCK:
-        # a pool inherited through fork() has no threads in the child: make a new one
-        if _POOL["pool"] is None or _POOL["size"] < n_workers or _POOL["pid"] != os.getpid():
-            _POOL.update(pool=ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="pyclnf-fit"),
-                         size=n_workers, pid=os.getpid())
-        return _POOL["pool"]
-
-
 def _run_tasks(tasks: Sequence[Callable[[], Any]]) -> list:
     """Return values of the independent ``tasks``: on this thread and up to
     ``cpu_threads() - 1`` others, each thread taking the next unstarted task
@@ -123,7 +105,7 @@ def _run_tasks(tasks: Sequence[Callable[[], Any]]) -> list:
                     return
                 results[i] = tasks[i]()
 
-    futures = [_sub_fit_pool(n_threads - 1).submit(work) for _ in range(n_threads - 1)]
+    futures = [worker_pool(n_threads - 1).submit(work) for _ in range(n_threads - 1)]
     work()
     for f in futures:
         f.result()
