@@ -146,10 +146,12 @@ class ArrayBackend(PatchExpertBackend):
     n_threads = 1
     #: a response call is split over the threads only from this many
     #: multiply-adds on: below it, handing work to another thread (futures,
-    #: the GIL between kernels) costs more than it saves.  Measured on a 2-core
-    #: AMD EPYC (Zen 4): CCNF calls (~7 M) and the stand-in CEN (~4 M) ran
-    #: 3-10 % slower split; real-architecture CEN calls (0.3-1.3 G) 1.3x faster.
-    split_min_macs = 50_000_000
+    #: waking it, the GIL between kernels) costs about what it saves.  Measured
+    #: on a 2-core AMD EPYC (Zen 4), whole fits on 2 cores: clnf (CCNF calls of
+    #: 2.8-7 M) 12.1-13.5 ms unsplit, 10.7-11.2 ms split from 2.5 M on, 11.0-11.9
+    #: from 4 M on; the ceclm stand-in (CEN calls <= 3.5 M) the same either way
+    #: (within the +-5 % noise); real-architecture CEN calls (0.3-1.3 G) 1.7-1.9x faster split.
+    split_min_macs = 2_500_000
 
     def _threads_now(self) -> int:
         """Threads for this call: one on a thread already running one of
