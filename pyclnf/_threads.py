@@ -94,15 +94,27 @@ def worker_pool(n_workers: int):
     with _pool_lock:
         # a pool inherited through fork() has no threads in the child: make a new one
         if _pool["executor"] is None or _pool["size"] < n_workers or _pool["pid"] != os.getpid():
-            _pool.update(executor=ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="pyclnf"),
+            _pool.update(executor=ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="pyclnf",
+                                                     initializer=_mark_pool_thread),
                          size=n_workers, pid=os.getpid())
         return _pool["executor"]
 
 
+def _mark_pool_thread() -> None:
+    _local.pool_thread = True
+
+
+def on_pool_thread() -> bool:
+    """True on one of :func:`worker_pool`'s threads: work it would hand to the
+    pool runs inline instead (a pool task never waits for the pool)."""
+    return getattr(_local, "pool_thread", False)
+
+
 def run_split(fn, argsets) -> list:
     """``[fn(*args) for args in argsets]``, the first on the calling thread and
-    the others on :func:`worker_pool` (for functions that release the GIL)."""
-    if len(argsets) <= 1:
+    the others on :func:`worker_pool` (for functions that release the GIL);
+    all on the calling thread when that is itself a pool thread."""
+    if len(argsets) <= 1 or on_pool_thread():
         return [fn(*args) for args in argsets]
     futures = [worker_pool(len(argsets) - 1).submit(fn, *args) for args in argsets[1:]]
     first = fn(*argsets[0])

@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, Generator, List, Optional, Sequence
 
 import numpy as np
 
-from .._threads import cpu_threads, fit_worker, in_fit_worker, worker_pool
+from .._threads import cpu_threads, fit_worker, in_fit_worker, on_pool_thread, worker_pool
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def _run_tasks(tasks: Sequence[Callable[[], Any]]) -> list:
     thread already runs one of several tasks). Work inside a task is then
     not split over threads again (:func:`pyclnf._threads.in_fit_worker`)."""
     n_threads = min(len(tasks), cpu_threads())
-    if n_threads <= 1 or in_fit_worker():
+    if n_threads <= 1 or in_fit_worker() or on_pool_thread():
         return [task() for task in tasks]
     results: list = [None] * len(tasks)
     next_index = itertools.count()
