@@ -125,6 +125,19 @@ def lfpw_boxes(shared_dir):
     return boxes
 
 
+@pytest.fixture(scope="session")
+def lfpw_faces(shared_dir, lfpw_boxes):
+    """``(BGR image, box)`` of the first 12 LFPW test faces, read once."""
+    import cv2
+
+    out = []
+    for stem, box in lfpw_boxes[:12]:
+        image = cv2.imread(str(shared_dir / "data" / "300w-lfpw-test" / f"{stem}.png"), cv2.IMREAD_COLOR)
+        assert image is not None, stem
+        out.append((image, box))
+    return out
+
+
 def exporter_script_main(name):
     """``main`` of the checkout-only script ``exporters/<name>.py``, loaded by
     path: ``exporters/`` is not an installed package, and ``pytest`` run

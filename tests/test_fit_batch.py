@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import cv2
 import numpy as np
 import pytest
 
@@ -77,13 +76,9 @@ def _detector(model_dir, model, backend):
 
 
 @pytest.fixture(scope="module")
-def faces(shared_dir, lfpw_boxes):
-    out = []
-    for stem, box in lfpw_boxes[:N_FACES]:
-        image = cv2.imread(str(shared_dir / "data" / "300w-lfpw-test" / f"{stem}.png"), cv2.IMREAD_COLOR)
-        assert image is not None, stem
-        out.append((image, box))
-    return out
+def faces(lfpw_faces):
+    assert len(lfpw_faces) >= N_FACES
+    return lfpw_faces[:N_FACES]
 
 
 def _assert_same_fit(seq, bat, label, exact=True):

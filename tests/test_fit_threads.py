@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import threading
 
-import cv2
 import numpy as np
 import pytest
 
@@ -31,13 +30,8 @@ INFO_KEYS = ("success", "confidence", "converged", "iterations", "likelihood", "
 
 
 @pytest.fixture(scope="module")
-def faces(shared_dir, lfpw_boxes):
-    out = []
-    for stem, box in lfpw_boxes[:4]:
-        image = cv2.imread(str(shared_dir / "data" / "300w-lfpw-test" / f"{stem}.png"), cv2.IMREAD_COLOR)
-        assert image is not None, stem
-        out.append((image, box))
-    return out
+def faces(lfpw_faces):
+    return lfpw_faces[:4]
 
 
 def _set_threads(monkeypatch, det, n):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -32,14 +31,9 @@ def detector(model_dir):
 
 
 @pytest.fixture(scope="module")
-def faces(shared_dir, lfpw_boxes):
+def faces(lfpw_faces):
     """(image, box) of the first 10 LFPW faces, each used 3 times (30 fits)."""
-    out = []
-    for stem, box in lfpw_boxes[:10]:
-        image = cv2.imread(str(shared_dir / "data" / "300w-lfpw-test" / f"{stem}.png"), cv2.IMREAD_COLOR)
-        assert image is not None, stem
-        out.append((image, box))
-    return (out * 3)[:N_FITS]
+    return (lfpw_faces[:10] * 3)[:N_FITS]
 
 
 @pytest.fixture(scope="module")
