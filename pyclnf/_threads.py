@@ -1,4 +1,4 @@
-"""Thread control for BLAS.
+"""Threads: BLAS's thread count, and the threads one fit spreads its work over.
 
 The matrix products of PyCLNF are thin (tens to hundreds of columns); OpenFace
 runs them with one OpenBLAS thread (``openblas_set_num_threads(1)``) and
@@ -7,6 +7,12 @@ OpenBLAS ran them 2.5-10x slower than one thread, so the fitting and the
 face detector do the same through :func:`single_threaded_blas`, which uses
 `threadpoolctl <https://github.com/joblib/threadpoolctl>`_ to find and set
 the BLAS libraries loaded in the process.
+
+Work split inside a fit (sub-fits, patch responses, large fixed-order
+products) runs on one shared pool (:func:`worker_pool`, :func:`run_split`)
+over :func:`cpu_threads` threads; :func:`fit_worker` marks a thread running
+one of several concurrent sub-fits, which then splits nothing further
+(docs/architecture.md, "Threads inside one fit").
 """
 
 from __future__ import annotations
