@@ -210,8 +210,11 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return out
         b = np.ascontiguousarray(b)
         narrow = n < NARROW and m >= 2 * NARROW
-        n_parts = split_threads() if m * n * a.shape[1] >= SPLIT_MIN_MACS else 1
-        bounds = np.linspace(0, m, min(n_parts, m) + 1).astype(int)
+        n_parts = min(split_threads(), m) if m * n * a.shape[1] >= SPLIT_MIN_MACS else 1
+        if n_parts == 1:   # most calls (small products): no split bookkeeping
+            _gemm_part(a, b, out, 0, m, narrow)
+            return out
+        bounds = [m * t // n_parts for t in range(n_parts + 1)]
         # rows split over threads: every element is still the same sum
         run_split(_gemm_part, [(a, b, out, lo, hi, narrow) for lo, hi in zip(bounds[:-1], bounds[1:])])
         return out

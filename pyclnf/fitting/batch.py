@@ -85,6 +85,7 @@ class SubFits:
 
 Fitting = Generator[Any, Any, Any]   # yields ResponseRequest or SubFits
 
+
 def _run_tasks(tasks: Sequence[Callable[[], Any]]) -> list:
     """Return values of the independent ``tasks``: on this thread and up to
     ``cpu_threads() - 1`` others, each thread taking the next unstarted task

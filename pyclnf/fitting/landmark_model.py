@@ -176,6 +176,11 @@ def _is_last_scale(scale: int, window_sizes: Sequence[int], n_scales: int, face_
             or face_scale < 0.30)
 
 
+def _part_is_fitted(state: FitState, part: Part) -> bool:
+    """OpenFace fits a part only when the face is large enough for its experts."""
+    return bool(state.params_global[0] > 0.9 * part.model.experts.patch_scaling[0])
+
+
 def _hypothesis_state(state: FitState) -> FitState:
     """A copy of ``state`` for one hypothesis of a multi-view fit: statistics
     zeroed, likelihoods marked unset (NaN / None) so that :func:`_carry_over`
@@ -390,8 +395,7 @@ class LandmarkModel:
         independent: one :class:`~pyclnf.fitting.batch.SubFits`) and merge them back."""
         fittings = tuple(self._part_steps(part, ps, state, gray_u8, gray_f32)
                          for part, ps in zip(self.parts, state.parts))
-        n_fitted = sum(state.params_global[0] > 0.9 * part.model.experts.patch_scaling[0] for part in self.parts)
-        if n_fitted > 1:
+        if sum(_part_is_fitted(state, part) for part in self.parts) > 1:
             used = yield SubFits(fittings)
         else:   # nothing worth a thread hand-over
             used = []
@@ -414,7 +418,7 @@ class LandmarkModel:
         locs[part.mapping[:, 1]] = state.landmarks[part.mapping[:, 0]]
         g, p = pm.pdm.params_from_landmarks(locs)
         ps.params_global, ps.params_local = g, p
-        if state.params_global[0] > 0.9 * pm.experts.patch_scaling[0]:
+        if _part_is_fitted(state, part):
             yield from pm.detect_landmarks_steps(ps, gray_u8, part.settings, gray_f32=gray_f32)
             return True
         ps.landmarks = pm.pdm.shape_2d(p, g)
