@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import threading
 import warnings
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
@@ -20,10 +21,27 @@ from .config import MAIN_DESCRIPTORS, FitSettings, settings_for
 from .fitting.batch import lockstep_size, run_lockstep, run_one
 from .fitting.landmark_model import FitState, LandmarkModel
 from .fitting.loader import build_landmark_model
-from ._threads import single_threaded_blas
+from ._threads import cpu_threads, single_threaded_blas, worker_pool
 from .image import check_image, to_gray_uint8
 from .models import find_model_dir
 from .shape.pose import Camera, default_camera, head_pose
+
+
+F32 = np.float32
+
+
+@dataclass
+class _PendingCheck:
+    """A tracked frame whose validator check runs while the next frame is fitted."""
+
+    index: int
+    gray: np.ndarray
+    bgr: np.ndarray
+    shape: tuple
+    fitted: object        #: tracking.TrackedFit
+    before: tuple         #: tracker snapshot before the verdict
+    after: tuple          #: tracker snapshot after the assumed (passing) verdict
+    check: object         #: concurrent.futures.Future of the certainty
 
 
 def _check_box(bbox, shape):
@@ -332,18 +350,36 @@ class CLNF:
             return {"frame": index, "success": False, "confidence": 0.0, "error": str(exc)}
 
     def _track_result(self, tracker, shape, camera, index):
-        lm, info = self._result(shape, camera, tracker.fit_state)
+        return self._frame_result(tracker.fit_state, tracker.state, shape, camera, index)
+
+    def _frame_result(self, fit_state, state, shape, camera, index):
+        """(landmarks, info) of a tracked frame from the tracker's fit and state after it."""
+        lm, info = self._result(shape, camera, fit_state)
         info["frame"] = index
-        info["tracking"] = tracker.state.tracking_initialised
-        if not tracker.state.tracking_initialised or tracker.state.failures_in_a_row > 100:
+        info["tracking"] = state.tracking_initialised
+        if not state.tracking_initialised or state.failures_in_a_row > 100:
             info["success"] = False
         return lm, info
 
-    def track(self, frames, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):
+    def track(self, frames, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None,
+              overlap: Optional[bool] = None):
         """Track one face through ``frames`` (any iterable of images).
 
         Each call has its own tracker: several ``track`` generators (and
         ``fit`` calls) may use one ``CLNF`` at once.
+
+        Parameters
+        ----------
+        frames : iterable of images
+        settings, camera
+            As for :meth:`fit`.
+        overlap : bool, optional
+            Check each frame with the validator on a second thread while the
+            next frame is fitted (the results are the same; a frame is then
+            yielded once the next one has been read and fitted, and a frame
+            the validator rejects has the next one fitted again). Default:
+            when a fit may use two or more threads
+            (:func:`pyclnf._threads.cpu_threads`) and the model has a validator.
 
         Yields
         ------
@@ -355,6 +391,11 @@ class CLNF:
         from .tracking import FaceTracker
         s = self._settings(settings).copy(multi_view=False)
         tracker = FaceTracker(self.model, self._detect_bgr, s)
+        if overlap is None:
+            overlap = cpu_threads() >= 2 and self.model.validator is not None
+        if overlap and self.model.validates(True, s):
+            yield from self._track_overlapped(tracker, frames, camera)
+            return
         for index, frame in enumerate(frames):
             prepared = self._frame_input(frame, index)
             if isinstance(prepared, dict):
@@ -363,6 +404,62 @@ class CLNF:
             with single_threaded_blas():
                 tracker.step(*prepared)
             yield self._track_result(tracker, prepared[0].shape, camera, index)
+
+    def _track_overlapped(self, tracker, frames, camera):
+        """:meth:`track` with frame t's validator check on a pool thread while
+        frame t+1 is fitted from the state frame t leaves if the check passes
+        (the usual outcome). Should it fail, the tracker goes back to frame t,
+        finishes it as :meth:`track` does (a re-detection may follow) and
+        fits frame t+1 again: the results equal the sequential ones."""
+        s = tracker.settings
+        if not F32(1.0) > F32(s.validation_boundary):    # no certainty passes: nothing to overlap
+            yield from self.track(frames, s, camera, overlap=False)
+            return
+        pool = worker_pool(2)
+        pending = None
+
+        def settle():
+            """Wait for the pending frame's check; its (landmarks, info); True if it passed."""
+            certainty = pending.check.result()
+            after_fs, after_st = pending.after
+            self.model.take_verdict(after_fs, True, certainty, s)
+            if after_fs.detection_success:            # as assumed
+                return self._frame_result(after_fs, after_st, pending.shape, camera, pending.index), True
+            tracker.restore(pending.before)
+            with single_threaded_blas():
+                run_one(tracker.finish_steps(pending.gray, pending.bgr, pending.fitted, certainty))
+            return self._track_result(tracker, pending.shape, camera, pending.index), False
+
+        for index, frame in enumerate(frames):
+            prepared = self._frame_input(frame, index)
+            if isinstance(prepared, dict):
+                if pending is not None:
+                    yield settle()[0]
+                    pending = None
+                yield None, prepared
+                continue
+            gray, bgr = prepared
+            with single_threaded_blas():
+                fitted = run_one(tracker.fit_steps(gray))
+            if pending is not None:
+                result, passed = settle()
+                pending = None
+                yield result
+                if not passed:                         # fitted from a state that never was: again
+                    with single_threaded_blas():
+                        fitted = run_one(tracker.fit_steps(gray))
+            if not fitted.validates:
+                with single_threaded_blas():
+                    run_one(tracker.finish_steps(gray, bgr, fitted, None))
+                yield self._track_result(tracker, gray.shape, camera, index)
+                continue
+            before = tracker.snapshot()
+            check = pool.submit(self.model.certainty, before[0], gray)
+            with single_threaded_blas():               # assume it passes (certainty 1 > boundary)
+                run_one(tracker.finish_steps(gray, bgr, fitted, 1.0))
+            pending = _PendingCheck(index, gray, bgr, gray.shape, fitted, before, tracker.snapshot(), check)
+        if pending is not None:
+            yield settle()[0]
 
     def track_many(self, streams, settings: Optional[FitSettings] = None, camera: Optional[Camera] = None):
         """Track one face in each of several streams, stepping them in lockstep.

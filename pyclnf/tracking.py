@@ -13,14 +13,23 @@ shared and never changed, so any number of trackers may share one model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import Optional, Tuple
 
 import numpy as np
 
 from .config import FitSettings
 from .fitting.batch import run_lockstep, run_one
-from .fitting.landmark_model import LandmarkModel
+from .fitting.landmark_model import FitState, LandmarkModel
+
+
+@dataclass
+class TrackedFit:
+    """A frame between :meth:`FaceTracker.fit_steps` and :meth:`FaceTracker.finish_steps`."""
+
+    initial_detection: bool
+    ok: Optional[bool] = None     #: the fit's own verdict (None: no track, nothing fitted)
+    validates: bool = False       #: the verdict needs the validator's certainty
 
 
 @dataclass
@@ -91,16 +100,50 @@ class FaceTracker:
     def step_steps(self, gray_u8: np.ndarray, bgr: np.ndarray, box=None):
         """Generator version of :meth:`step` (yields patch-response requests,
         see :mod:`pyclnf.fitting.batch`)."""
+        fitted = yield from self.fit_steps(gray_u8, box)
+        certainty = None
+        if fitted.validates:
+            certainty = self.model.certainty(self.fit_state, gray_u8)
+        return (yield from self.finish_steps(gray_u8, bgr, fitted, certainty))
+
+    def fit_steps(self, gray_u8: np.ndarray, box=None):
+        """Generator: the first half of a frame, up to the validator.
+
+        Fits the tracked face (when there is a track) and stops before the
+        validator, so that its check can run beside the next frame's fit
+        (:meth:`pyclnf.CLNF.track`). Finish the frame with :meth:`finish_steps`.
+
+        Returns
+        -------
+        TrackedFit
+        """
         st, s, m, fs = self.state, self.settings, self.model, self.fit_state
         fs.iterations, fs.converged = 0, False
         if box is not None:
             m.init_from_box(fs, box)
             st.tracking_initialised = True
-        initial_detection = not st.tracking_initialised
-        gray_f32 = gray_u8.astype(np.float32)
+        fitted = TrackedFit(initial_detection=not st.tracking_initialised)
         if st.tracking_initialised:
             windows = s.window_sizes_small if st.detection_success else s.window_sizes
-            track_ok = yield from m.detect_landmarks_steps(fs, gray_u8, s, windows, gray_f32)
+            fitted.ok = yield from m.detect_landmarks_steps(fs, gray_u8, s, windows, validate=False)
+            fitted.validates = m.validates(fitted.ok, s)
+        return fitted
+
+    def finish_steps(self, gray_u8: np.ndarray, bgr: np.ndarray, fitted: "TrackedFit",
+                     certainty: Optional[float]):
+        """Generator: the second half of a frame begun by :meth:`fit_steps`:
+        the verdict from the validator's ``certainty`` (None when
+        ``fitted.validates`` is False), then a re-detection where OpenFace
+        makes one.
+
+        Returns
+        -------
+        bool : the frame's detection success.
+        """
+        st, s, m, fs = self.state, self.settings, self.model, self.fit_state
+        if fitted.ok is not None:
+            m.take_verdict(fs, fitted.ok, certainty, s)
+            track_ok = fs.detection_success
             st.detection_success = track_ok
             st.failures_in_a_row = -1 if track_ok else st.failures_in_a_row + 1
         redetect = ((not st.tracking_initialised
@@ -110,12 +153,21 @@ class FaceTracker:
         if redetect:
             found = self._detect(bgr)
             if found is not None:
-                return (yield from self._redetect_steps(gray_u8, found, initial_detection))
+                return (yield from self._redetect_steps(gray_u8, found, fitted.initial_detection))
         if not st.tracking_initialised:
             st.failures_in_a_row += 1
         if st.failures_in_a_row > 100:
             st.tracking_initialised = False
         return st.detection_success
+
+    def snapshot(self) -> Tuple[FitState, TrackerState]:
+        """Copies of (fit_state, state), for :meth:`restore`."""
+        return self.fit_state.copy(), replace(self.state)
+
+    def restore(self, snap: Tuple[FitState, TrackerState]) -> None:
+        """Return to a :meth:`snapshot` (which stays usable)."""
+        self.fit_state = snap[0].copy()
+        self.state = replace(snap[1])
 
     def _redetect_steps(self, gray_u8: np.ndarray, found, initial_detection: bool):
         """Generator: refit from a detected box with the rotation hypotheses;

@@ -81,6 +81,65 @@ def test_fit_batch_groups_on_two_threads_equal_sequential_fits(model_dir, faces,
     _assert_same(sequential, batched)
 
 
+def _frames_with_failures(shared_dir):
+    """default.wmv's first frames with noise (the validator rejects the fit,
+    a re-detection follows), a blank frame, and a frame that is no image."""
+    video = shared_dir / "data" / "openface-samples" / "default.wmv"
+    real = [f.image for f in iter_frames(str(video)).frames()][:40]
+    rng = np.random.default_rng(0)
+    noise = [(rng.random(real[0].shape) * 255).astype(np.uint8) for _ in range(3)]
+    return (real[:15] + noise + real[15:22] + [None] + real[22:26] + [np.zeros_like(real[0])]
+            + real[26:40] + noise[:1])
+
+
+def _same_frame_results(a, b):
+    assert len(a) == len(b)
+    for k, ((la, ia), (lb, ib)) in enumerate(zip(a, b)):
+        assert ia.keys() == ib.keys(), f"frame {k}"
+        if la is None:
+            assert lb is None and ia == ib, f"frame {k}"
+            continue
+        assert np.array_equal(la, lb), f"frame {k}: {np.abs(la - lb).max():.2e} px"
+        for key, value in ia.items():
+            assert np.array_equal(value, ib[key]), f"frame {k}: info[{key!r}] {value} vs {ib[key]}"
+
+
+@pytest.mark.parametrize("model", ["clnf", "ceclm"])
+def test_overlapped_tracking_equals_sequential(model_dir, shared_dir, model):
+    """``track`` checks frame t with the validator while frame t+1 is fitted,
+    assuming the check passes; a rejected frame sends the tracker back (and a
+    re-detection follows). Every frame's result equals the sequential one."""
+    frames = _frames_with_failures(shared_dir)
+    det = CLNF(model_dir, model=model, backend="numba")
+    checks = []
+    real = det.model.certainty
+    det.model.certainty = lambda state, gray: checks.append(threading.current_thread().name) or real(state, gray)
+    sequential = list(det.track(frames, overlap=False))
+    here = threading.current_thread().name
+    on_caller = checks.count(here)        # tracked frames (a re-detection's hypotheses may use the pool)
+    checks.clear()
+    overlapped = list(det.track(frames, overlap=True))
+    assert on_caller >= 30 and checks.count(here) <= on_caller - 30       # tracked frames: on the pool
+    _same_frame_results(sequential, overlapped)
+    assert sum("error" in info for _, info in sequential) == 1             # the frame that is no image
+    verdicts = [info["success"] for _, info in sequential]
+    assert verdicts.count(False) >= 4                                     # rejected frames
+    assert verdicts[-2] is True and verdicts[-1] is False                 # the last frame is rejected too
+
+
+def test_overlapped_tracking_raises_the_check_error(model_dir, shared_dir):
+    video = shared_dir / "data" / "openface-samples" / "default.wmv"
+    frames = [f.image for f in iter_frames(str(video)).frames()][:6]
+    det = CLNF(model_dir, model="clnf", backend="numba")
+
+    def broken(state, gray):
+        raise RuntimeError("validator failed")
+
+    det.model.certainty = broken
+    with pytest.raises(RuntimeError, match="validator failed"):
+        list(det.track(frames, overlap=True))
+
+
 def _state(lhood, iterations, converged):
     st = FitState(np.zeros(6, np.float32), np.zeros(2, np.float32), np.zeros((3, 2), np.float32))
     st.model_likelihood, st.iterations, st.converged = lhood, iterations, converged

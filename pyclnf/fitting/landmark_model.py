@@ -365,7 +365,8 @@ class LandmarkModel:
 
     # --- CLNF::DetectLandmarks -------------------------------------------------
     def detect_landmarks_steps(self, state: FitState, gray_u8: np.ndarray, settings: FitSettings,
-                               window_sizes=None, gray_f32: Optional[np.ndarray] = None):
+                               window_sizes=None, gray_f32: Optional[np.ndarray] = None,
+                               validate: bool = True):
         """Generator: fit, refine with the part models, validate.
 
         Parameters
@@ -375,10 +376,14 @@ class LandmarkModel:
         settings : FitSettings
         window_sizes : windows for this call (default ``settings.window_sizes``)
         gray_f32 : ``gray_u8`` as float32 (computed when not given)
+        validate : bool
+            False: stop before the validator and return the fit's own verdict
+            (the caller finishes with :meth:`certainty` and :meth:`take_verdict`).
 
         Returns
         -------
-        bool : ``state.detection_success``
+        bool : ``state.detection_success`` (``validate``), else whether the
+        fit itself succeeded
         """
         if gray_f32 is None:
             gray_f32 = gray_u8.astype(F32)
@@ -387,6 +392,8 @@ class LandmarkModel:
         state.landmarks = self.pdm.shape_2d(state.params_local, state.params_global)
         if settings.refine_hierarchical and self.parts:
             yield from self._refine_parts_steps(state, gray_u8, gray_f32)
+        if not validate:
+            return ok
         self._validate(state, ok, gray_u8, settings)
         return state.detection_success
 
@@ -425,11 +432,26 @@ class LandmarkModel:
         return False
 
     def _validate(self, state: FitState, ok: bool, gray_u8: np.ndarray, settings: FitSettings) -> None:
-        if settings.validate_detections and ok and self.validator is not None:
-            state.detection_certainty = float(self.validator.check(state.params_global[1:4], gray_u8,
-                                                                   state.landmarks))
+        certainty = self.certainty(state, gray_u8) if self.validates(ok, settings) else None
+        self.take_verdict(state, ok, certainty, settings)
+
+    def validates(self, ok: bool, settings: FitSettings) -> bool:
+        """Whether a fit that ended with ``ok`` goes through the validator."""
+        return bool(settings.validate_detections and ok and self.validator is not None)
+
+    def certainty(self, state: FitState, gray_u8: np.ndarray) -> float:
+        """The validator's certainty in [0, 1] for ``state``'s fit on ``gray_u8``
+        (reads ``state``, changes nothing: may run beside another fit)."""
+        return float(self.validator.check(state.params_global[1:4], gray_u8, state.landmarks))
+
+    @staticmethod
+    def take_verdict(state: FitState, ok: bool, certainty: Optional[float], settings: FitSettings) -> None:
+        """Set ``state``'s verdict from the validator's ``certainty`` (None:
+        not validated, the fit's own ``ok`` decides)."""
+        if certainty is not None:
+            state.detection_certainty = certainty
             # OpenFace compares float certainty with a float boundary (0.725f)
-            state.detection_success = bool(F32(state.detection_certainty) > F32(settings.validation_boundary))
+            state.detection_success = bool(F32(certainty) > F32(settings.validation_boundary))
         else:
             state.detection_success = ok
             state.detection_certainty = 1.0 if ok else 0.0
