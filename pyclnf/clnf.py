@@ -29,6 +29,14 @@ from .shape.pose import Camera, default_camera, head_pose
 
 F32 = np.float32
 
+#: :meth:`CLNF.track` overlaps validation with the next frame's fit by default
+#: only for patch experts up to this many multiply-adds per response position.
+#: Measured on 2 cores (AMD EPYC Zen 4, default.wmv, medians of 6 alternating
+#: runs): CCNF (847) 91.6 -> 95.9 fps, the CE-CLM stand-in CEN (861) 100.6 ->
+#: 127.5 fps; with the real CEN networks (72-181 thousand, the fit's products
+#: already split over both cores) 36.0 -> 33.7 fps: slower, so off there.
+OVERLAP_MAX_EXPERT_MACS = 20_000
+
 
 @dataclass
 class _PendingCheck:
@@ -40,8 +48,7 @@ class _PendingCheck:
     shape: tuple
     fitted: object        #: tracking.TrackedFit
     before: tuple         #: tracker snapshot before the verdict
-    after: tuple          #: tracker snapshot after the assumed (passing) verdict
-    check: object         #: concurrent.futures.Future of the certainty
+    check: object         #: Future of (certainty, the frame's result if the check passed)
 
 
 def _check_box(bbox, shape):
@@ -379,7 +386,8 @@ class CLNF:
             yielded once the next one has been read and fitted, and a frame
             the validator rejects has the next one fitted again). Default:
             when a fit may use two or more threads
-            (:func:`pyclnf._threads.cpu_threads`) and the model has a validator.
+            (:func:`pyclnf._threads.cpu_threads`), the model has a validator
+            and its patch experts are small (:data:`OVERLAP_MAX_EXPERT_MACS`).
 
         Yields
         ------
@@ -392,7 +400,8 @@ class CLNF:
         s = self._settings(settings).copy(multi_view=False)
         tracker = FaceTracker(self.model, self._detect_bgr, s)
         if overlap is None:
-            overlap = cpu_threads() >= 2 and self.model.validator is not None
+            overlap = (cpu_threads() >= 2 and self.model.validator is not None
+                       and self.model.experts.macs_per_position() <= OVERLAP_MAX_EXPERT_MACS)
         if overlap and self.model.validates(True, s):
             yield from self._track_overlapped(tracker, frames, camera)
             return
@@ -418,13 +427,20 @@ class CLNF:
         pool = worker_pool(2)
         pending = None
 
+        def check(before, after, shape, index, gray):
+            """On the pool: the validator's certainty and, if the check passes
+            (as assumed), the frame's (landmarks, info)."""
+            certainty = self.model.certainty(before[0], gray)
+            self.model.take_verdict(after[0], True, certainty, s)
+            if after[0].detection_success:
+                return certainty, self._frame_result(after[0], after[1], shape, camera, index)
+            return certainty, None
+
         def settle():
             """Wait for the pending frame's check; its (landmarks, info); True if it passed."""
-            certainty = pending.check.result()
-            after_fs, after_st = pending.after
-            self.model.take_verdict(after_fs, True, certainty, s)
-            if after_fs.detection_success:            # as assumed
-                return self._frame_result(after_fs, after_st, pending.shape, camera, pending.index), True
+            certainty, result = pending.check.result()
+            if result is not None:
+                return result, True
             tracker.restore(pending.before)
             with single_threaded_blas():
                 run_one(tracker.finish_steps(pending.gray, pending.bgr, pending.fitted, certainty))
@@ -454,10 +470,11 @@ class CLNF:
                 yield self._track_result(tracker, gray.shape, camera, index)
                 continue
             before = tracker.snapshot()
-            check = pool.submit(self.model.certainty, before[0], gray)
             with single_threaded_blas():               # assume it passes (certainty 1 > boundary)
                 run_one(tracker.finish_steps(gray, bgr, fitted, 1.0))
-            pending = _PendingCheck(index, gray, bgr, gray.shape, fitted, before, tracker.snapshot(), check)
+            after = tracker.snapshot()
+            pending = _PendingCheck(index, gray, bgr, gray.shape, fitted, before,
+                                    pool.submit(check, before, after, gray.shape, index, gray))
         if pending is not None:
             yield settle()[0]
 

@@ -75,6 +75,7 @@ class PatchExpertSet:
         self.source_files = [Path(p) for p in source_files]
         self._plans = {}
         self._confidence = {}
+        self._macs = None
 
     @classmethod
     def from_descriptor(cls, desc: ModelDescriptor, scales: Optional[Sequence] = None) -> "PatchExpertSet":
@@ -111,6 +112,17 @@ class PatchExpertSet:
 
     def n_views(self, scale: int) -> int:
         return len(self.scales[scale].experts)
+
+    def macs_per_position(self) -> int:
+        """Most multiply-adds one expert spends on one response position (any
+        scale or view): a CCNF expert's neuron filters (~850 for OpenFace's),
+        a CEN expert's layers (~860 for the stand-ins, 72-181 thousand for
+        OpenFace's real networks). Tells how much of a fit the experts are."""
+        if self._macs is None:
+            self._macs = max((sum(w.size for w in e.weights) if self.kind == "cen"
+                              else sum(n.weights.size for n in e.neurons))
+                             for sc in self.scales for view in sc.experts for e in view if e is not None)
+        return self._macs
 
     def view_index(self, params_global, scale: int) -> int:
         """Index of the view whose centre is nearest the head rotation

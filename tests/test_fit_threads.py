@@ -127,6 +127,21 @@ def test_overlapped_tracking_equals_sequential(model_dir, shared_dir, model):
     assert verdicts[-2] is True and verdicts[-1] is False                 # the last frame is rejected too
 
 
+@pytest.mark.parametrize("threads,expert_macs,expected", [(2, 847, True), (1, 847, False), (2, 181_100, False)])
+def test_tracking_overlaps_by_default_where_it_pays(model_dir, monkeypatch, threads, expert_macs, expected):
+    """Default ``overlap``: two or more threads and small patch experts (with
+    OpenFace's real CEN networks the fit keeps both cores busy itself)."""
+    import pyclnf.clnf as clnf_module
+
+    det = CLNF(model_dir, model="clnf", backend="numba")
+    monkeypatch.setattr(clnf_module, "cpu_threads", lambda: threads)
+    monkeypatch.setattr(det.model.experts, "_macs", expert_macs)
+    used = []
+    monkeypatch.setattr(CLNF, "_track_overlapped", lambda self, *a: used.append(True) or iter(()))
+    list(det.track([np.zeros((48, 64, 3), np.uint8)]))
+    assert bool(used) is expected
+
+
 def test_overlapped_tracking_raises_the_check_error(model_dir, shared_dir):
     video = shared_dir / "data" / "openface-samples" / "default.wmv"
     frames = [f.image for f in iter_frames(str(video)).frames()][:6]

@@ -359,7 +359,7 @@ def _stream(det, source, base: Path, options, res: FileResult, resume, stop, on_
     per_frame = _track(det, frames, camera, options, pending, res)
     try:
         for faces in per_frame:
-            fr = pending.pop()
+            fr = pending.pop(0)      # oldest first: tracking may read a frame ahead (``track``'s overlap)
             res.bad_frames += fr.image is None
             ts = source.timestamp(fr.index)
             vis = bgr8(fr.image) if video is not None and fr.image is not None else None
@@ -374,7 +374,7 @@ def _stream(det, source, base: Path, options, res: FileResult, resume, stop, on_
             if stop():
                 per_frame.close()
                 # a webcam has no end: Ctrl-C ends it and its outputs are complete
-                if source.kind != "webcam" and next(frames, None) is not None:
+                if source.kind != "webcam" and (pending or next(frames, None) is not None):
                     res.status = "interrupted"
                     writer.keep()
                     if video is not None:
@@ -390,8 +390,9 @@ def _stream(det, source, base: Path, options, res: FileResult, resume, stop, on_
 
 def _track(det, frames, camera, options, pending: list, res: FileResult):
     """Per-frame lists of ``(face_id, landmarks, info)`` from tracking
-    ``frames``; each frame is appended to ``pending`` as it is read and an
-    undecodable one noted in ``res.messages``."""
+    ``frames``; each frame is appended to ``pending`` as it is read (a frame
+    may be read before the previous one's result comes) and an undecodable
+    one noted in ``res.messages``."""
     def images():
         for fr in frames:
             pending.append(fr)
