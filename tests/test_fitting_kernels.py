@@ -82,6 +82,70 @@ def test_similarity_alignment_matches_dump(dumps):
         np.testing.assert_allclose(A, d["step0_sim_img_to_ref"], rtol=0, atol=1e-6)
 
 
+def _numpy_similarity(src, dst):
+    """AlignShapesWithScale written with numpy (the formula, for comparison)."""
+    src, dst = np.asarray(src, np.float32), np.asarray(dst, np.float32)
+    n = src.shape[0]
+    s_c = src - src.mean(axis=0, dtype=np.float64).astype(np.float32)
+    d_c = dst - dst.mean(axis=0, dtype=np.float64).astype(np.float32)
+    s_src = np.float32(np.sqrt((s_c.astype(np.float64) ** 2).sum() / n))
+    s_dst = np.float32(np.sqrt((d_c.astype(np.float64) ** 2).sum() / n))
+    U, _, Vt = np.linalg.svd(((s_c / s_src).T.astype(np.float64) @ (d_c / s_dst).astype(np.float64)))
+    corr = np.diag([1.0, 1.0 if np.linalg.det(Vt.T @ U.T) > 0 else -1.0])
+    return (np.float32(s_dst / s_src) * (Vt.T @ corr @ U.T).astype(np.float32)).astype(np.float32)
+
+
+def test_similarity_kernel_matches_the_numpy_formula():
+    """Random shapes (scales 1e-3..1e3, rotations, reflections): the kernel
+    agrees with numpy's float64 formula to float32 rounding (BLAS's 2x2
+    products and SVD may differ in the last bit: 2e-6 relative), and its
+    inverse is the inverse (1e-5, float32 entries)."""
+    from pyclnf.shape.alignment import similarity_pair
+
+    rng = np.random.default_rng(3)
+    for k in range(300):
+        n = int(rng.choice([3, 6, 28, 51, 68, 200]))
+        scale = 10.0 ** rng.uniform(-3, 3)
+        src = (rng.standard_normal((n, 2)) * scale + rng.uniform(-500, 500, 2)).astype(np.float32)
+        th = rng.uniform(-np.pi, np.pi)
+        rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+        dst = (src @ rot.T * rng.uniform(0.2, 5) + rng.standard_normal((n, 2)) * scale * 0.1).astype(np.float32)
+        if k % 5 == 0:
+            dst[:, 0] *= -1                                   # a reflection to remove
+        A, A_inv = similarity_pair(src, dst)
+        want = _numpy_similarity(src, dst)
+        np.testing.assert_allclose(A, want, rtol=0, atol=2e-6 * np.abs(want).max())
+        np.testing.assert_allclose(A.astype(np.float64) @ A_inv, np.eye(2), atol=1e-5)
+        assert np.linalg.det(A.astype(np.float64)) > 0      # a rotation, never a reflection
+    with pytest.raises(ValueError, match="point sets"):
+        similarity_pair(np.zeros((5, 2)), np.zeros((4, 2)))
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 100, 128, 129, 136, 255, 256, 257, 500, 1000, 1024, 5000])
+def test_pairwise_sum_is_numpys_sum(n):
+    """Same bits as ``ndarray.sum()`` (numpy sums float64 pairwise; the
+    kernels' scale estimates must round as the numpy code they replace)."""
+    from pyclnf.shape.kernels import pairwise_sum
+
+    rng = np.random.default_rng(n)
+    for _ in range(20):
+        a = rng.standard_normal(n) * 10.0 ** rng.uniform(-8, 8, n)
+        assert pairwise_sum(a) == a.sum()
+
+
+def test_mean_log_likelihood_is_the_float32_loop():
+    from pyclnf.fitting._meanshift_kernels import mean_log_likelihood
+
+    rng = np.random.default_rng(0)
+    ll = (rng.random(68) * 10.0 ** rng.uniform(-9, 2, 68)).astype(np.float32)
+    visible = rng.random(68) > 0.2
+    total = np.float32(0)
+    for v in ll[visible]:
+        total = np.float32(total + np.float32(np.log(float(v) + 1e-8)))
+    assert mean_log_likelihood(ll, visible) == np.float32(total / np.float32(visible.sum()))
+    assert np.isnan(mean_log_likelihood(ll, np.zeros(68, np.bool_)))
+
+
 def test_mean_shift_matches_dump(dumps):
     # KDE mean shift from the dumped responses and positions; OpenFace's own check
     # of this rule reproduced its values to 4.6e-5 px, we allow 1e-4 px.

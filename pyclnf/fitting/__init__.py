@@ -28,6 +28,7 @@ def kernel_signatures():
         (warp_patches, (f32_2, f64_3, i64, b_1)),
         (MS.kde_mean_shift, (f32_3, f32_1, f32_1, b_1, f32)),
         (MS.landmark_likelihoods, (f32_3, f32_1, f32_1, b_1, f32)),
+        (MS.mean_log_likelihood, (f32_1, b_1)),
         (MS.kde_mean_shift_table, (f32_3, f32_1, f32_1, b_1, f32_4)),
         (MS.build_kde_table, (f32, i64)),
         (RK.rlms_iterations_table, (f32_1, f32_2, f32_1, f32_1, f32_1, f32_3, f32_2, f32_2, f32_2, b_1, f32_1,

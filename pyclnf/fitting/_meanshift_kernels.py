@@ -201,3 +201,19 @@ def landmark_likelihoods(responses, dxs, dys, visible, sigma):
                 s += np.float32(responses[i, ii, jj] * math.exp(-0.5 * np.float64(np.float32(vx + vy)) / s2))
         out[i] = s
     return out
+
+
+@njit(cache=True, nogil=True)
+def mean_log_likelihood(likelihoods, visible):
+    """OpenFace's model likelihood: the float32 mean over visible landmarks of
+    ``log(likelihood + 1e-8)`` (each log in float64, rounded to float32, summed
+    in float32 in landmark order)."""
+    total = np.float32(0.0)
+    count = 0
+    for i in range(likelihoods.shape[0]):
+        if visible[i]:
+            total = np.float32(total + np.float32(math.log(np.float64(likelihoods[i]) + 1e-8)))
+            count += 1
+    if count == 0:          # numpy's 0/0 (Numba would raise)
+        return np.float32(np.nan)
+    return np.float32(total / np.float32(count))

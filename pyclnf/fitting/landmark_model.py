@@ -20,9 +20,9 @@ from ._warp_kernels import warp_patches
 from ..config import FitSettings, MULTI_VIEW_HYPOTHESES
 from ..patch_experts import PatchExpertSet, SUPPORT
 from ..shape.pdm import PDM
-from ._meanshift_kernels import landmark_likelihoods
+from ._meanshift_kernels import landmark_likelihoods, mean_log_likelihood
 from ._rlms_kernels import rlms_iterations
-from ..shape.alignment import align_shapes_with_scale
+from ..shape.alignment import similarity_pair
 from .batch import ResponseRequest, SubFits
 
 F32 = np.float32
@@ -259,8 +259,7 @@ class LandmarkModel:
         shape = pdm.shape_2d(state.params_local, state.params_global)
         ref_global = np.array([self.experts.patch_scaling[scale], 0, 0, 0, 0, 0], F32)
         ref = pdm.shape_2d(state.params_local, ref_global)
-        sim_img_to_ref = align_shapes_with_scale(shape, ref)
-        sim_ref_to_img = np.linalg.inv(sim_img_to_ref.astype(np.float64)).astype(F32)
+        sim_img_to_ref, sim_ref_to_img = similarity_pair(shape, ref)
         return ScaleFrame(scale, window, view, shape, sim_img_to_ref, sim_ref_to_img)
 
     @staticmethod
@@ -317,10 +316,7 @@ class LandmarkModel:
         if compute_lhood and n_done > 0:
             ll = landmark_likelihoods(responses, dxs, dys, visible, F32(params.sigma))
             state.landmark_likelihoods = ll
-            total = F32(0)
-            for v in ll[visible]:
-                total = F32(total + F32(math.log(float(v) + 1e-8)))
-            loglhood = float(F32(total / F32(visible.sum())))
+            loglhood = float(mean_log_likelihood(ll, visible))
         state.params_global = g
         state.params_local = p
         state.converged = converged

@@ -2,32 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import numpy as np
 
-from .._fixed_order import matmul
+from . import kernels as K
+
+
+def similarity_pair(src: np.ndarray, dst: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """OpenFace's ``AlignShapesWithScale`` and the inverse of its result.
+
+    Parameters
+    ----------
+    src, dst : (n, 2) arrays of points
+
+    Returns
+    -------
+    A : (2, 2) float32 scaled rotation minimising ``|A @ (src - mean) - (dst - mean)|``
+        (RMS scale ratio and a Kabsch rotation)
+    A_inv : (2, 2) float32, its inverse (float64 arithmetic, rounded once)
+
+    One Numba kernel (:func:`pyclnf.shape.kernels.similarity_transform`):
+    the means and sums follow numpy's summation order, the 2x2 products are
+    written out (a BLAS would make their last bits depend on the CPU).
+    """
+    src = np.ascontiguousarray(src, dtype=np.float32)
+    dst = np.ascontiguousarray(dst, dtype=np.float32)
+    if src.ndim != 2 or src.shape[1] != 2 or src.shape != dst.shape:
+        raise ValueError(f"expected two (n, 2) point sets, got {src.shape} and {dst.shape}")
+    if src.shape[0] == 0:
+        raise ValueError("expected at least one point")
+    return K.similarity_transform(src, dst)
 
 
 def align_shapes_with_scale(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """(2, 2) float32 scaled rotation A minimising ``|A @ (src - mean) - (dst - mean)|``
-    (OpenFace's ``AlignShapesWithScale``: RMS scale ratio and a Kabsch rotation).
+    (OpenFace's ``AlignShapesWithScale``; see :func:`similarity_pair`).
 
     Parameters
     ----------
     src, dst : (n, 2) arrays of points
     """
-    src = np.asarray(src, dtype=np.float32)
-    dst = np.asarray(dst, dtype=np.float32)
-    n = src.shape[0]
-    s_c = src - src.mean(axis=0, dtype=np.float64).astype(np.float32)
-    d_c = dst - dst.mean(axis=0, dtype=np.float64).astype(np.float32)
-    s_src = np.float32(np.sqrt((s_c.astype(np.float64) ** 2).sum() / n))
-    s_dst = np.float32(np.sqrt((d_c.astype(np.float64) ** 2).sum() / n))
-    s_c = s_c / s_src
-    d_c = d_c / s_dst
-    s = np.float32(s_dst / s_src)
-    U, _, Vt = np.linalg.svd(matmul(np.ascontiguousarray(s_c.T), d_c).astype(np.float64))
-    d = np.linalg.det(Vt.T @ U.T)
-    corr = np.eye(2)
-    corr[1, 1] = 1.0 if d > 0 else -1.0
-    R = (Vt.T @ corr @ U.T).astype(np.float32)
-    return (s * R).astype(np.float32)
+    return similarity_pair(src, dst)[0]

@@ -340,6 +340,149 @@ def fit_to_landmarks(mean_v, pc_v, eigen, target, g, max_iter):
     return g, p
 
 
+@njit(cache=True, nogil=True)
+def _pairwise_block(a, lo, n):
+    """numpy's pairwise summation of ``a[lo:lo+n]`` for ``n <= 128`` (eight
+    running sums combined as a tree, then the remainder in order)."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - (n % 8):
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True, nogil=True)
+def pairwise_sum(a):
+    """``a.sum()`` of a contiguous float64 vector in numpy's order (pairwise:
+    a range of more than 128 items is the sum of its halves, the first half's
+    length a multiple of 8), so the same bits as numpy.
+
+    The recursion runs on an explicit stack: Numba's cache does not reload
+    recursive functions reliably."""
+    lo_s = np.empty(64, dtype=np.int64)
+    n_s = np.empty(64, dtype=np.int64)
+    stage = np.empty(64, dtype=np.int64)     # 0: start, 1: left half summed
+    left = np.empty(64, dtype=np.float64)
+    lo_s[0], n_s[0], stage[0] = 0, a.size, 0
+    sp = 1
+    value = 0.0
+    while sp > 0:
+        t = sp - 1
+        n = n_s[t]
+        if n <= 128:
+            value = _pairwise_block(a, lo_s[t], n)
+        elif stage[t] == 0:
+            h = n // 2
+            h -= h % 8
+            stage[t] = 1
+            lo_s[sp], n_s[sp], stage[sp] = lo_s[t], h, 0
+            sp += 1
+            continue
+        elif stage[t] == 1:
+            h = n // 2
+            h -= h % 8
+            left[t] = value
+            stage[t] = 2
+            lo_s[sp], n_s[sp], stage[sp] = lo_s[t] + h, n - h, 0
+            sp += 1
+            continue
+        else:
+            value = left[t] + value
+        sp -= 1        # ``value`` is this range's sum, handed to its parent
+    return value
+
+
+@njit(cache=True, nogil=True)
+def _rms_about_mean(pts, centred):
+    """Centre float32 ``pts`` (n, 2) on their mean into ``centred`` and return
+    the RMS distance from it (float32); numpy's float64 mean and sum orders."""
+    n = pts.shape[0]
+    m0 = 0.0
+    m1 = 0.0
+    for i in range(n):      # numpy's mean over axis 0: one running sum per column
+        m0 += np.float64(pts[i, 0])
+        m1 += np.float64(pts[i, 1])
+    c0 = np.float32(m0 / n)
+    c1 = np.float32(m1 / n)
+    sq = np.empty(2 * n, dtype=np.float64)
+    for i in range(n):
+        centred[i, 0] = pts[i, 0] - c0
+        centred[i, 1] = pts[i, 1] - c1
+        a = np.float64(centred[i, 0])
+        b = np.float64(centred[i, 1])
+        sq[2 * i] = a * a
+        sq[2 * i + 1] = b * b
+    return np.float32(math.sqrt(pairwise_sum(sq) / n))
+
+
+@njit(cache=True, nogil=True)
+def similarity_transform(src, dst):
+    """OpenFace's ``AlignShapesWithScale``: the (2, 2) float32 scaled rotation
+    ``A`` minimising ``|A (src - mean) - (dst - mean)|`` (RMS scale ratio, Kabsch
+    rotation by an SVD, reflection removed), and its inverse.
+
+    Parameters
+    ----------
+    src, dst : (n, 2) float32 points
+
+    Returns
+    -------
+    A, A_inv : (2, 2) float32
+    """
+    n = src.shape[0]
+    s_c = np.empty((n, 2), dtype=np.float32)
+    d_c = np.empty((n, 2), dtype=np.float32)
+    s_src = _rms_about_mean(src, s_c)
+    s_dst = _rms_about_mean(dst, d_c)
+    for i in range(n):
+        s_c[i, 0] = s_c[i, 0] / s_src
+        s_c[i, 1] = s_c[i, 1] / s_src
+        d_c[i, 0] = d_c[i, 0] / s_dst
+        d_c[i, 1] = d_c[i, 1] / s_dst
+    s = np.float32(s_dst / s_src)
+    cov = np.empty((2, 2), dtype=np.float32)
+    matmul_into(np.ascontiguousarray(s_c.T), d_c, cov)
+    U, _, Vt = np.linalg.svd(cov.astype(np.float64))
+    # det(Vt^T U^T) < 0: a reflection, flipped by diag(1, -1) between the factors
+    x00 = Vt[0, 0] * U[0, 0] + Vt[1, 0] * U[0, 1]
+    x01 = Vt[0, 0] * U[1, 0] + Vt[1, 0] * U[1, 1]
+    x10 = Vt[0, 1] * U[0, 0] + Vt[1, 1] * U[0, 1]
+    x11 = Vt[0, 1] * U[1, 0] + Vt[1, 1] * U[1, 1]
+    c = 1.0 if x00 * x11 - x01 * x10 > 0 else -1.0
+    A = np.empty((2, 2), dtype=np.float32)
+    for i in range(2):
+        for j in range(2):
+            r = np.float32(Vt[0, i] * U[j, 0] + (Vt[1, i] * c) * U[j, 1])
+            A[i, j] = s * r
+    a, b = np.float64(A[0, 0]), np.float64(A[0, 1])
+    cc, d = np.float64(A[1, 0]), np.float64(A[1, 1])
+    det = a * d - b * cc
+    A_inv = np.empty((2, 2), dtype=np.float32)
+    A_inv[0, 0] = np.float32(d / det)
+    A_inv[0, 1] = np.float32(-b / det)
+    A_inv[1, 0] = np.float32(-cc / det)
+    A_inv[1, 1] = np.float32(a / det)
+    return A, A_inv
+
+
 def kernel_signatures():
     """(dispatcher, argument types) of each kernel here that Python code calls,
     for :func:`pyclnf._numba_cache.compile_signatures`."""
@@ -349,6 +492,7 @@ def kernel_signatures():
     f32_1, f32_2, f64_1 = T.float32[::1], T.float32[:, ::1], T.float64[::1]
     return [
         (fit_to_landmarks, (f32_1, f32_2, f32_1, f32_2, f32_1, i64)),
+        (similarity_transform, (f32_2, f32_2)),
         (shape_3d, (f32_1, f32_2, f32_1)),
         (shape_2d, (f32_1, f32_2, f32_1, f32_1)),
         (jacobian, (f32_1, f32_2, f32_1, f32_1, b)),
