@@ -146,6 +146,43 @@ def test_mean_log_likelihood_is_the_float32_loop():
     assert np.isnan(mean_log_likelihood(ll, np.zeros(68, np.bool_)))
 
 
+def test_normal_matrix_from_the_mode_grams_equals_the_product():
+    """The RLMS normal matrix built from the PDM modes' Gram blocks equals
+    ``Jw^T J`` of the Jacobian to float32 rounding (2e-6 of the largest
+    entry: the product sums float32-rounded Jacobian entries, the Gram form
+    exact products), with per-landmark weights and landmarks left out."""
+    from pyclnf._fixed_order import matmul
+    from pyclnf.shape.kernels import jacobian, normal_matrix, pc_gram
+
+    rng = np.random.default_rng(5)
+    n, m = 68, 34
+    mean = (rng.standard_normal(3 * n) * 30).astype(np.float32)
+    pc = rng.standard_normal((3 * n, m)).astype(np.float32)
+    for trial in range(20):
+        g = np.array([rng.uniform(0.3, 5), *rng.uniform(-1.2, 1.2, 3), *rng.uniform(-300, 300, 2)], np.float32)
+        p = (rng.standard_normal(m) * 3).astype(np.float32)
+        w = rng.uniform(0.2, 3, n).astype(np.float32) if trial % 2 else np.ones(n, np.float32)
+        w[rng.random(n) < 0.15] = 0                      # left-out (invisible) landmarks
+        J = jacobian(mean, pc, p, g, False)
+        J[np.concatenate([w == 0, w == 0])] = 0
+        Jw = (J * np.concatenate([w, w])[:, None]).astype(np.float32)
+        want = np.tril(matmul(np.ascontiguousarray(Jw.T), J))
+        got = np.tril(normal_matrix(J, Jw, pc_gram(pc, w), g))
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
+
+
+def test_pc_gram_blocks():
+    from pyclnf.shape.kernels import pc_gram
+
+    rng = np.random.default_rng(6)
+    pc = rng.standard_normal((30, 4)).astype(np.float32)
+    w = rng.random(10).astype(np.float32)
+    G = pc_gram(pc, w)
+    P = pc.astype(np.float64).reshape(3, 10, 4)               # P[a, i] = pc[i + a n]
+    for q, (a, b) in enumerate([(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]):
+        np.testing.assert_allclose(G[q], np.einsum("i,ij,ik->jk", w.astype(np.float64), P[a], P[b]), rtol=1e-12)
+
+
 def test_mean_shift_matches_dump(dumps):
     # KDE mean shift from the dumped responses and positions; OpenFace's own check
     # of this rule reproduced its values to 4.6e-5 px, we allow 1e-4 px.

@@ -32,5 +32,5 @@ def kernel_signatures():
         (MS.kde_mean_shift_table, (f32_3, f32_1, f32_1, b_1, f32_4)),
         (MS.build_kde_table, (f32, i64)),
         (RK.rlms_iterations_table, (f32_1, f32_2, f32_1, f32_1, f32_1, f32_3, f32_2, f32_2, f32_2, b_1, f32_1,
-                                    f32_1, f32_4, i64, b)),
+                                    f32_1, f32_4, i64, b, f64_3)),
     ]

@@ -21,17 +21,17 @@ F32 = np.float32
 
 
 def rlms_iterations(mean, pc, eig_limit, g, p, responses, base_shape, sim_i2r, sim_r2i,
-                    visible, weights, reg, a, n_iter, rigid):
+                    visible, weights, reg, a, n_iter, rigid, gram):
     """One RLMS phase (OpenFace's ``NU_RLMS`` loop): :func:`rlms_iterations_table`
     with the KDE table of ``a`` and the window (built once, then cached)."""
     table = kde_table(a, responses.shape[1])
     return rlms_iterations_table(mean, pc, eig_limit, g, p, responses, base_shape, sim_i2r, sim_r2i,
-                                 visible, weights, reg, table, n_iter, rigid)
+                                 visible, weights, reg, table, n_iter, rigid, gram)
 
 
 @njit(cache=True, nogil=True)
 def rlms_iterations_table(mean, pc, eig_limit, g, p, responses, base_shape, sim_i2r, sim_r2i,
-                          visible, weights, reg, table, n_iter, rigid):
+                          visible, weights, reg, table, n_iter, rigid, gram):
     """One RLMS phase (OpenFace's ``NU_RLMS`` loop).
 
     Parameters
@@ -45,6 +45,9 @@ def rlms_iterations_table(mean, pc, eig_limit, g, p, responses, base_shape, sim_
     reg : (6[+m],) float32 regularisation diagonal
     table : (10w+1, 10w+1, w, w) float32 KDE weights of -0.5 / sigma^2
         (:func:`~pyclnf.fitting._meanshift_kernels.kde_table`)
+    gram : (6, m, m) float64 :func:`~pyclnf.shape.kernels.pc_gram` of the
+        per-landmark weights with invisible landmarks at 0 (the normal
+        matrix's non-rigid block); (0, m, m) for the full product
 
     Returns
     -------
@@ -93,7 +96,7 @@ def rlms_iterations_table(mean, pc, eig_limit, g, p, responses, base_shape, sim_
         Jw = J.copy()
         for r in range(2 * n):
             Jw[r, :] *= weights[r]
-        dp = solve_normal_equations(J, Jw, mvec, reg, p, rigid)
+        dp = solve_normal_equations(J, Jw, mvec, reg, p, rigid, gram, g)
         g, p = update_parameters(g, p, dp)
         for j in range(p.size):
             if abs(p[j]) > eig_limit[j]:

@@ -26,6 +26,7 @@ from ..shape.alignment import similarity_pair
 from .batch import ResponseRequest, SubFits
 
 F32 = np.float32
+_NO_GRAM = np.zeros((0, 0, 0))   # rigid phases take the full normal-matrix product
 
 
 @dataclass
@@ -299,10 +300,11 @@ class LandmarkModel:
         n, m = pdm.n_points, pdm.n_modes
         visible = self.experts.visibilities[frame.scale][frame.view].astype(np.bool_)
         if params.weight_factor > 0:
-            w_diag = F32(params.weight_factor) * self.experts.confidences(frame.scale, frame.view)
-            weights = np.concatenate([w_diag, w_diag]).astype(F32)
+            w_diag = (F32(params.weight_factor) * self.experts.confidences(frame.scale, frame.view)).astype(F32)
         else:
-            weights = np.ones(2 * n, F32)
+            w_diag = np.ones(n, F32)
+        weights = np.concatenate([w_diag, w_diag])
+        gram = _NO_GRAM if rigid else pdm.gram(np.where(visible, w_diag, F32(0)))
         reg = np.zeros(6 + (0 if rigid else m), F32)
         if not rigid:
             reg[6:] = F32(params.reg_factor) / pdm.eigen_values
@@ -310,7 +312,7 @@ class LandmarkModel:
         g, p, dxs, dys, n_done, converged = rlms_iterations(
             pdm.mean_shape, pdm.princ_comp, pdm.local_limits, state.params_global.copy(),
             state.params_local.copy(), responses, frame.shape, frame.sim_img_to_ref, frame.sim_ref_to_img,
-            visible, weights, reg, a, params.n_iterations, rigid)
+            visible, weights, reg, a, params.n_iterations, rigid, gram)
         state.iterations += n_done
         loglhood = 0.0
         if compute_lhood and n_done > 0:

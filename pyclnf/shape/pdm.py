@@ -42,6 +42,23 @@ class PDM:
         self.n_modes = self.princ_comp.shape[1]
         #: clamp limits of the local parameters (3 standard deviations)
         self.local_limits = (F32(3) * np.sqrt(self.eigen_values)).astype(F32)
+        self._grams = {}
+
+    def gram(self, weights: np.ndarray) -> np.ndarray:
+        """(6, m, m) float64 weighted Gram blocks of the modes
+        (:func:`pyclnf.shape.kernels.pc_gram`) for per-landmark ``weights``
+        (n,) float32, 0 leaving a landmark out; cached per weights (a fit
+        uses a few: one per scale, view and weight factor)."""
+        w = np.ascontiguousarray(weights, dtype=F32)
+        key = w.tobytes()
+        G = self._grams.get(key)
+        if G is None:
+            if w.shape != (self.n_points,):
+                raise ValueError(f"weights must be ({self.n_points},), got {w.shape}")
+            if len(self._grams) > 256:     # a bound for callers with ever-new weights
+                self._grams.clear()
+            G = self._grams[key] = K.pc_gram(self.princ_comp, w)
+        return G
 
     @classmethod
     def from_file(cls, path) -> "PDM":
@@ -135,7 +152,8 @@ class PDM:
         scaling = F32((width / mw + height / mh) / F32(2))
         r = np.asarray(rotation, dtype=F32)
         g = np.array([scaling, r[0], r[1], r[2], (mn[0] + mx[0]) / F32(2), (mn[1] + mx[1]) / F32(2)], dtype=F32)
-        return K.fit_to_landmarks(mean_v, pc_v, self.eigen_values, target, g, 1000)
+        G = self.gram(vis.astype(F32))      # the landmarks present, unit weights
+        return K.fit_to_landmarks(mean_v, pc_v, self.eigen_values, target, g, 1000, G)
 
     # --- updates ----------------------------------------------------------
     def clamp(self, params_local) -> np.ndarray:
