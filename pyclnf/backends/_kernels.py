@@ -7,6 +7,8 @@ flattened column-major too (``xx * 11 + yy``) after a leading bias entry 1.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import prange
 
@@ -152,7 +154,8 @@ def _normalise_rows(rows, n):
 @njit(cache=True, nogil=True)
 def im2col_gather(areas, items, flip, support, sparse):
     """:func:`im2col_contrast_norm` of ``areas[items]``, each area mirrored
-    left-right first where ``flip[item]`` (CEN's mirrored experts).
+    left-right first where ``flip[item]`` (CEN's mirrored experts), with each
+    window's mean and norm from float64 summed-area tables.
 
     Parameters
     ----------
@@ -164,8 +167,14 @@ def im2col_gather(areas, items, flip, support, sparse):
 
     Returns
     -------
-    (m, P, support*support + 1) float32, rows in the order of ``items``;
-    bit-identical to ``im2col_contrast_norm`` of the gathered, flipped areas.
+    (m, P, support*support + 1) float32, rows in the order of ``items``.
+
+    The statistics are float64 (exact sums of the window's float32 values,
+    less the area's mean) and each entry ``(x - mean) / norm`` is rounded
+    once; :func:`im2col_contrast_norm` sums 121 float32 values in sequence
+    per window instead. The two agree to 4e-7 (entries are at most 1): the
+    sequential float32 sums are the less accurate, and two chains of 121
+    dependent additions per window made them 2-3x slower.
     """
     m = items.shape[0]
     A = areas.shape[1]
@@ -173,7 +182,9 @@ def im2col_gather(areas, items, flip, support, sparse):
     n = support * support
     P = (w * w - 1) // 2 if sparse else w * w
     out = np.empty((m, P, n + 1), dtype=np.float32)
-    col = np.empty((A, A), dtype=np.float32)     # col[x, y]: the area transposed (columns contiguous)
+    col = np.empty((A, A), dtype=np.float32)         # col[x, y]: the area transposed (columns contiguous)
+    S = np.zeros((A + 1, A + 1), dtype=np.float64)   # summed-area tables of col - c and (col - c)^2
+    S2 = np.zeros((A + 1, A + 1), dtype=np.float64)
     for i in range(m):
         it = items[i]
         if flip[it]:
@@ -184,6 +195,20 @@ def im2col_gather(areas, items, flip, support, sparse):
             for y in range(A):
                 for x in range(A):
                     col[x, y] = areas[it, y, x]
+        total = 0.0
+        for x in range(A):
+            for y in range(A):
+                total += np.float64(col[x, y])
+        c = total / (A * A)      # centring keeps the variance sums free of cancellation
+        for x in range(A):
+            run = 0.0
+            run2 = 0.0
+            for y in range(A):
+                v = np.float64(col[x, y]) - c
+                run += v
+                run2 += v * v
+                S[x + 1, y + 1] = S[x, y + 1] + run
+                S2[x + 1, y + 1] = S2[x, y + 1] + run2
         row_idx = 0
         lin = 0
         for x in range(w):
@@ -192,15 +217,22 @@ def im2col_gather(areas, items, flip, support, sparse):
                 lin += 1
                 if not keep:
                     continue
+                xs, ys = x + support, y + support
+                s1 = S[xs, ys] - S[x, ys] - S[xs, y] + S[x, y]
+                s2 = S2[xs, ys] - S2[x, ys] - S2[xs, y] + S2[x, y]
+                mu = s1 / n
+                var = s2 - s1 * mu
+                nrm = math.sqrt(var) if var > 0.0 else 0.0
+                inv = 1.0 / nrm if nrm > 0.0 else 1.0       # a flat window stays 0, as OpenFace's
+                mean = c + mu
                 row = out[i, row_idx]
                 row[0] = np.float32(1.0)
                 for xx in range(support):
                     src = col[x + xx]
                     base = 1 + xx * support
                     for yy in range(support):
-                        row[base + yy] = src[y + yy]
+                        row[base + yy] = np.float32((np.float64(src[y + yy]) - mean) * inv)
                 row_idx += 1
-        _normalise_rows(out[i], n)
     return out
 
 
