@@ -294,19 +294,24 @@ def ccnf_neuron_sum(z, alpha2, w):
 
     Returns
     -------
-    (k, w*w) float32, entry y*w + x = sum_j alpha2_j * sigmoid(z_j)
+    (k, w*w) float32, entry y*w + x = sum_j alpha2_j * sigmoid(z_j), in
+    float32 as OpenFace computes it (``cv::exp`` of a float matrix); a float64
+    exp took 1.6x as long.
     """
     k, P, K = z.shape
     out = np.zeros((k, P), dtype=np.float32)
+    a32 = alpha2.astype(np.float32)
+    one = np.float32(1.0)
     for item in range(k):
         for x in range(w):
             for y in range(w):
+                zp = z[item, x * w + y]
                 acc = np.float32(0.0)
                 for j in range(K):
-                    a = alpha2[item, j]
+                    a = a32[item, j]
                     if a == 0.0:
                         continue
-                    acc += np.float32(a / (1.0 + np.exp(-np.float64(z[item, x * w + y, j]))))
+                    acc += a / (one + np.exp(-zp[j]))
                 out[item, y * w + x] = acc
     return out
 
