@@ -256,3 +256,15 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if out.size:
         _gemm_batched(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
     return out
+
+
+def kernel_signatures():
+    """(dispatcher, argument types) of the kernels :func:`matmul` calls, for
+    :func:`pyclnf._numba_cache.compile_signatures`: ``a`` may be read-only (an
+    im2col matrix that is a view of a sliding window), which Numba compiles
+    separately."""
+    from numba import types as T
+
+    rw = T.float32[:, ::1]
+    ro = T.Array(T.float32, 2, "C", readonly=True)
+    return [(kernel, (a, rw, rw)) for kernel in (_gemm_rows, _gemm_cols) for a in (rw, ro)]

@@ -29,11 +29,12 @@ def kernel_signatures(fused: bool = False) -> List[Tuple[object, tuple]]:
         Also the kernels only the ONNX/CoreML backends use (batched im2col of
         whole views, serial and parallel).
     """
-    from . import fitting
+    from . import _fixed_order, fitting
     from .backends import numba_backend
     from .shape import kernels as shape_kernels
 
-    return fitting.kernel_signatures() + numba_backend.kernel_signatures(fused) + shape_kernels.kernel_signatures()
+    return (fitting.kernel_signatures() + numba_backend.kernel_signatures(fused) + shape_kernels.kernel_signatures()
+            + _fixed_order.kernel_signatures())
 
 
 def compile_all(fused: bool = False, verbose: bool = False) -> Dict[str, float]:
