@@ -45,7 +45,6 @@ class _PendingCheck:
     index: int
     gray: np.ndarray
     bgr: np.ndarray
-    shape: tuple
     fitted: object        #: tracking.TrackedFit
     before: tuple         #: tracker snapshot before the verdict
     check: object         #: Future of (certainty, the frame's result if the check passed)
@@ -444,7 +443,7 @@ class CLNF:
             tracker.restore(pending.before)
             with single_threaded_blas():
                 run_one(tracker.finish_steps(pending.gray, pending.bgr, pending.fitted, certainty))
-            return self._track_result(tracker, pending.shape, camera, pending.index), False
+            return self._track_result(tracker, pending.gray.shape, camera, pending.index), False
 
         for index, frame in enumerate(frames):
             prepared = self._frame_input(frame, index)
@@ -473,7 +472,7 @@ class CLNF:
             with single_threaded_blas():               # assume it passes (certainty 1 > boundary)
                 run_one(tracker.finish_steps(gray, bgr, fitted, 1.0))
             after = tracker.snapshot()
-            pending = _PendingCheck(index, gray, bgr, gray.shape, fitted, before,
+            pending = _PendingCheck(index, gray, bgr, fitted, before,
                                     pool.submit(check, before, after, gray.shape, index, gray))
         if pending is not None:
             yield settle()[0]

@@ -167,7 +167,7 @@ def test_normal_matrix_from_the_mode_grams_equals_the_product():
         J[np.concatenate([w == 0, w == 0])] = 0
         Jw = (J * np.concatenate([w, w])[:, None]).astype(np.float32)
         want = np.tril(matmul(np.ascontiguousarray(Jw.T), J))
-        got = np.tril(normal_matrix(J, Jw, pc_gram(pc, w), g))
+        got = np.tril(normal_matrix(np.ascontiguousarray(Jw.T), J, pc_gram(pc, w), g))
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
 
 

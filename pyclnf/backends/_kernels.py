@@ -16,7 +16,7 @@ from .._numba_cache import njit
 
 
 @njit(cache=True, nogil=True)
-def _normalised_windows(col, out, support, sparse):
+def _normalised_windows(col, out, support, sparse, S, S2):
     """Write the contrast-normalised windows of one area into ``out``.
 
     Parameters
@@ -27,6 +27,8 @@ def _normalised_windows(col, out, support, sparse):
         bias entry 1, then ``(window - mean) / norm`` column-major (xx*support + yy)
     support : int (11)
     sparse : bool
+    S, S2 : (A + 1, A + 1) float64 scratch for the summed-area tables; row 0
+        and column 0 must be 0 (they are never written)
 
     Each window's mean and norm come from float64 summed-area tables of the
     area less its own mean (no cancellation), and every entry is rounded once
@@ -36,8 +38,6 @@ def _normalised_windows(col, out, support, sparse):
     A = col.shape[0]
     w = A - support + 1
     n = support * support
-    S = np.zeros((A + 1, A + 1), dtype=np.float64)   # summed-area tables of col - c and (col - c)^2
-    S2 = np.zeros((A + 1, A + 1), dtype=np.float64)
     total = 0.0
     for x in range(A):
         for y in range(A):
@@ -50,7 +50,7 @@ def _normalised_windows(col, out, support, sparse):
             v = np.float64(col[x, y]) - c
             run += v
             run2 += v * v
-            S[x + 1, y + 1] = S[x, y + 1] + run
+            S[x + 1, y + 1] = S[x, y + 1] + run          # summed-area tables of col - c and (col - c)^2
             S2[x + 1, y + 1] = S2[x, y + 1] + run2
     row_idx = 0
     lin = 0
@@ -100,7 +100,9 @@ def _im2col_contrast_norm(areas, support, sparse):
     P = (w * w - 1) // 2 if sparse else w * w
     out = np.empty((k, P, n + 1), dtype=np.float32)
     for item in prange(k):
-        _normalised_windows(np.ascontiguousarray(areas[item].T), out[item], support, sparse)
+        S = np.zeros((A + 1, A + 1), dtype=np.float64)      # per item: items may run in parallel
+        S2 = np.zeros((A + 1, A + 1), dtype=np.float64)
+        _normalised_windows(np.ascontiguousarray(areas[item].T), out[item], support, sparse, S, S2)
     return out
 
 
@@ -134,6 +136,8 @@ def im2col_gather(areas, items, flip, support, sparse):
     P = (w * w - 1) // 2 if sparse else w * w
     out = np.empty((m, P, n + 1), dtype=np.float32)
     col = np.empty((A, A), dtype=np.float32)     # col[x, y]: the area transposed (columns contiguous)
+    S = np.zeros((A + 1, A + 1), dtype=np.float64)
+    S2 = np.zeros((A + 1, A + 1), dtype=np.float64)
     for i in range(m):
         it = items[i]
         if flip[it]:
@@ -144,7 +148,7 @@ def im2col_gather(areas, items, flip, support, sparse):
             for y in range(A):
                 for x in range(A):
                     col[x, y] = areas[it, y, x]
-        _normalised_windows(col, out[i], support, sparse)
+        _normalised_windows(col, out[i], support, sparse, S, S2)
     return out
 
 

@@ -303,10 +303,11 @@ def pc_gram(pc, w):
 
 
 @njit(cache=True, nogil=True)
-def normal_matrix(J, Jw, G, g):
+def normal_matrix(JwT, J, G, g):
     """``Jw^T J`` (float32, lower triangle and diagonal filled: what
     :func:`cholesky_solve` reads) of a Jacobian ``J`` (2n, 6 + m) from
-    :func:`jacobian` and ``Jw = W J`` for diagonal ``W``.
+    :func:`jacobian` and ``Jw = W J`` for diagonal ``W``, given as ``JwT``
+    (6 + m, 2n), C-contiguous.
 
     The first six (rigid) rows are fixed-order products; the non-rigid block
     is ``s^2 sum_ab M_ab G_ab`` with ``M = R[:2]^T R[:2]`` and the
@@ -318,7 +319,7 @@ def normal_matrix(J, Jw, G, g):
     m = k - 6
     H = np.zeros((k, k), dtype=np.float32)
     top = np.empty((6, k), dtype=np.float32)
-    matmul_into(np.ascontiguousarray(Jw[:, :6].T), np.ascontiguousarray(J), top)
+    matmul_into(JwT[:6], J, top)
     for c in range(6):
         for j in range(c + 1):
             H[c, j] = top[c, j]
@@ -352,12 +353,13 @@ def solve_normal_equations(J, Jw, mvec, reg, p, rigid, G, g):
     takes the full fixed-order product."""
     # fixed-order products: BLAS's summation order differs between CPUs
     JwT = np.ascontiguousarray(Jw.T)
+    J = np.ascontiguousarray(J)
     rhs = matvec(JwT, mvec)
     if rigid or G.shape[0] == 0:
         H = np.empty((JwT.shape[0], J.shape[1]), dtype=np.float32)
-        matmul_into(JwT, np.ascontiguousarray(J), H)
+        matmul_into(JwT, J, H)
     else:
-        H = normal_matrix(J, Jw, G, g)
+        H = normal_matrix(JwT, J, G, g)
     k = H.shape[0]
     for j in range(k):
         H[j, j] += reg[j]
@@ -551,12 +553,10 @@ def similarity_transform(src, dst):
     cov = np.empty((2, 2), dtype=np.float32)
     matmul_into(np.ascontiguousarray(s_c.T), d_c, cov)
     U, _, Vt = np.linalg.svd(cov.astype(np.float64))
-    # det(Vt^T U^T) < 0: a reflection, flipped by diag(1, -1) between the factors
-    x00 = Vt[0, 0] * U[0, 0] + Vt[1, 0] * U[0, 1]
-    x01 = Vt[0, 0] * U[1, 0] + Vt[1, 0] * U[1, 1]
-    x10 = Vt[0, 1] * U[0, 0] + Vt[1, 1] * U[0, 1]
-    x11 = Vt[0, 1] * U[1, 0] + Vt[1, 1] * U[1, 1]
-    c = 1.0 if x00 * x11 - x01 * x10 > 0 else -1.0
+    # det(Vt^T U^T) = det(U) det(Vt) = -1: a reflection, flipped by diag(1, -1) between the factors
+    det_u = U[0, 0] * U[1, 1] - U[0, 1] * U[1, 0]
+    det_vt = Vt[0, 0] * Vt[1, 1] - Vt[0, 1] * Vt[1, 0]
+    c = 1.0 if det_u * det_vt > 0 else -1.0
     A = np.empty((2, 2), dtype=np.float32)
     for i in range(2):
         for j in range(2):
