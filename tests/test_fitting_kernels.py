@@ -13,6 +13,7 @@ import pytest
 from pyclnf.fitting._warp_kernels import warp_patches
 from pyclnf.config import settings_for
 from pyclnf.fitting._meanshift_kernels import kde_mean_shift, landmark_likelihoods
+from pyclnf.shape import kernels as SK
 from pyclnf.shape.kernels import cholesky_solve
 from pyclnf.shape.alignment import align_shapes_with_scale
 from pyclnf.image import to_gray_uint8
@@ -287,3 +288,144 @@ def test_cholesky_solve_like_opencv():
     # a singular system gives OpenCV's answer: failure and a zero update
     x, ok = cholesky_solve(np.zeros((6, 6), np.float32), b[:6])
     assert not ok and np.all(x == 0)
+
+
+def _cholesky_rows(A, b):
+    """OpenCV's ``solve(DECOMP_CHOLESKY)`` order, row by row, in plain Python:
+    float32 factor, float64 sums of float32 products (diagonal: of float64 squares)."""
+    f32, f64 = np.float32, np.float64
+    k = A.shape[0]
+    L = A.astype(np.float32).copy()
+    x = b.astype(np.float32).copy()
+    for i in range(k):
+        for j in range(i):
+            s = f64(L[i, j])
+            for q in range(j):
+                s -= f64(f32(L[i, q] * L[j, q]))
+            L[i, j] = f32(s * f64(L[j, j]))
+        s = f64(L[i, i])
+        for q in range(i):
+            s -= f64(L[i, q]) * f64(L[i, q])
+        if s < 1.1920928955078125e-07:
+            return np.zeros_like(x), False
+        L[i, i] = f32(1.0 / np.sqrt(s))
+    for i in range(k):
+        s = f64(x[i])
+        for q in range(i):
+            s -= f64(f32(L[i, q] * x[q]))
+        x[i] = f32(s * f64(L[i, i]))
+    for i in range(k - 1, -1, -1):
+        s = f64(x[i])
+        for q in range(k - 1, i, -1):
+            s -= f64(f32(L[q, i] * x[q]))
+        x[i] = f32(s * f64(L[i, i]))
+    return x, True
+
+
+def test_cholesky_solve_is_bit_identical_to_the_row_order():
+    # the column-by-column factorisation subtracts the same float32 products
+    # in the same order as OpenCV's row-by-row one: exact equality, also for
+    # systems that fail on a pivot (zeros) and badly conditioned ones
+    rng = np.random.default_rng(5)
+    n_failed = 0
+    for t in range(60):
+        k = [1, 2, 6, 13, 40][t % 5]
+        M = rng.standard_normal((k, k + int(rng.integers(0, 4))))
+        H = M @ M.T * [1e-6, 1e-2, 1.0, 1e4][t % 4]
+        if t % 6 == 0:
+            H[k // 2, k // 2] = 0.0
+        if t % 9 == 0:
+            H -= np.eye(k) * np.linalg.eigvalsh(H).min()
+        H = H.astype(np.float32)
+        b = rng.standard_normal(k).astype(np.float32)
+        want, want_ok = _cholesky_rows(H, b)
+        got, ok = cholesky_solve(H, b)
+        assert ok == want_ok
+        assert np.array_equal(got, want)
+        n_failed += not ok
+    assert 0 < n_failed < 60
+
+
+def _svd_polar(A):
+    U, _, Vt = np.linalg.svd(A)
+    return U @ Vt
+
+
+def test_polar_factor_equals_the_svd_factor():
+    # products of float32 rotations (what the fit orthonormalises) and
+    # perturbed rotations: Newton's polar factor agrees with LAPACK's U V^T
+    # to float64 rounding (each carries a few 1e-15 of error on entries of
+    # magnitude <= 1: 1e-14 abs.), far below the float32 the fit keeps
+    rng = np.random.default_rng(11)
+    for t in range(200):
+        R1 = SK.euler_to_matrix(*rng.uniform(-1.5, 1.5, 3).astype(np.float32))
+        R2 = SK.euler_to_matrix(*rng.uniform(-1.5, 1.5, 3).astype(np.float32))
+        A = (R1 @ R2).astype(np.float64) if t % 2 else R1.astype(np.float64) + rng.normal(scale=1e-3, size=(3, 3))
+        np.testing.assert_allclose(SK._polar_factor(A), _svd_polar(A), rtol=0, atol=1e-14)
+    # det <= 0: the SVD's U V^T (here an improper orthogonal matrix)
+    A = np.diag([1.0, 1.0, -1.0]) + rng.normal(scale=1e-3, size=(3, 3))
+    np.testing.assert_allclose(SK._polar_factor(A), _svd_polar(A), atol=1e-14)
+
+
+def test_orthonormalise_gives_the_nearest_proper_rotation():
+    rng = np.random.default_rng(12)
+    for scale in (1e-4, 1e-2, 0.3):
+        S = rng.normal(scale=scale, size=3)
+        A = np.array([[1, -S[2], S[1]], [S[2], 1, -S[0]], [-S[1], S[0], 1]], np.float32)   # OpenFace's small-rotation update
+        R = SK.orthonormalise(A)
+        np.testing.assert_allclose(R.astype(np.float64), _svd_polar(A.astype(np.float64)), atol=1e-7)
+        assert abs(np.linalg.det(R.astype(np.float64)) - 1) < 1e-6
+    # a reflection is turned into the closest rotation (last singular direction flipped)
+    A = np.diag([1.0, 1.0, -1.0]).astype(np.float32)
+    R = SK.orthonormalise(A)
+    assert abs(np.linalg.det(R.astype(np.float64)) - 1) < 1e-6
+
+
+def test_rlms_phase_equals_the_step_by_step_loop(pdm):
+    # the Numba phase (one 3D shape per rigid phase, recomputed after a clamp
+    # or a non-rigid step) against the loop written with the public kernels
+    from pyclnf.fitting._meanshift_kernels import kde_mean_shift_table, kde_table
+    from pyclnf.fitting._rlms_kernels import rlms_iterations
+    from pyclnf.fitting.landmark_model import _NO_GRAM
+
+    rng = np.random.default_rng(4)
+    n, m, w = pdm.n_points, pdm.n_modes, 9
+    responses = rng.random((n, w, w)).astype(np.float32)
+    visible = rng.random(n) < 0.9
+    weights = np.tile(rng.uniform(0.5, 2, n).astype(np.float32), 2)
+    sim = np.array([[1.1, 0.05], [-0.05, 1.1]], np.float32)
+    sim_inv = np.linalg.inv(sim).astype(np.float32)
+    a = np.float32(-0.5 / 1.5 ** 2)
+    g0 = np.array([2.0, 0.1, -0.15, 0.05, 300, 250], np.float32)
+    for rigid in (True, False):
+        p0 = (rng.normal(size=m) * pdm.local_limits).astype(np.float32)
+        p0[:3] = 2.5 * pdm.local_limits[:3]         # beyond the clamp: the phase clamps it after its first step
+        base = SK.shape_2d(pdm.mean_shape, pdm.princ_comp, p0, g0)
+        reg = np.zeros(6 + (0 if rigid else m), np.float32)
+        if not rigid:
+            reg[6:] = np.float32(25) / pdm.eigen_values
+        gram = _NO_GRAM if rigid else pdm.gram(np.where(visible, weights[:n], np.float32(0)))
+        g, p, dxs, dys, n_done, conv = rlms_iterations(
+            pdm.mean_shape, pdm.princ_comp, pdm.local_limits, g0.copy(), p0.copy(), responses, base, sim, sim_inv,
+            visible, weights, reg, a, 4, rigid, gram)
+        # reference loop
+        gr, pr = g0.copy(), p0.copy()
+        half = np.float32((w - 1) // 2)
+        for it in range(4):
+            cur = SK.shape_2d(pdm.mean_shape, pdm.princ_comp, pr, gr)
+            J = SK.jacobian(pdm.mean_shape, pdm.princ_comp, pr, gr, rigid)
+            off = cur - base
+            dx = (off[:, 0] * sim[0, 0] + off[:, 1] * sim[0, 1]) + half
+            dy = (off[:, 0] * sim[1, 0] + off[:, 1] * sim[1, 1]) + half
+            ms = kde_mean_shift_table(responses, dx.astype(np.float32), dy.astype(np.float32), visible,
+                                      kde_table(a, w))
+            mvec = np.concatenate([ms[:, 0] * sim_inv[0, 0] + ms[:, 1] * sim_inv[0, 1],
+                                   ms[:, 0] * sim_inv[1, 0] + ms[:, 1] * sim_inv[1, 1]]).astype(np.float32)
+            mvec[np.tile(~visible, 2)] = 0
+            J[np.tile(~visible, 2)] = 0
+            Jw = (J * weights[:, None]).astype(np.float32)
+            dp = SK.solve_normal_equations(J, Jw, mvec, reg, pr, rigid, gram, gr)
+            gr, pr = SK.update_parameters(gr, pr, dp)
+            pr = np.clip(pr, -pdm.local_limits, pdm.local_limits).astype(np.float32)
+        assert n_done == 4 and not conv
+        assert np.array_equal(g, gr) and np.array_equal(p, pr)

@@ -372,6 +372,30 @@ def test_invisible_landmarks_get_zero_maps(expert_sets, backends, kind):
         assert np.all(np.any(alone, axis=(1, 2)))
 
 
+def test_landmark_selection_cache_follows_the_list(expert_sets, backends):
+    """The expert selection kept per landmark list is looked up by the exact
+    list: a permutation or a list with a hidden landmark is not answered from
+    another list's entry, and each call returns its own array."""
+    ex = expert_sets["ccnf"]
+    vis = ex.visibilities[0][3]
+    shown = [i for i in range(68) if vis[i]][:6]
+    hidden = [i for i in range(68) if not vis[i]][:1]
+    areas = _random_areas(np.random.default_rng(8), 6, 21)
+    for name in BACKENDS:
+        b = backends[("ccnf", name)]
+        single = np.stack([b.response(areas[j], i, 0, 3) for j, i in enumerate(shown)])
+        first = b.responses(areas, shown, 0, 3)
+        order = [3, 1, 5, 0, 2, 4]
+        permuted = b.responses(areas[order], [shown[j] for j in order], 0, 3)
+        mixed = b.responses(areas, hidden + shown[1:], 0, 3)
+        np.testing.assert_allclose(first, single, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(permuted, single[order], rtol=0, atol=1e-6)
+        assert not np.any(mixed[0])
+        np.testing.assert_allclose(mixed[1:], single[1:], rtol=0, atol=1e-6)
+        first[:] = -1
+        assert np.all(b.responses(areas, shown, 0, 3) >= 0)
+
+
 # --- CCNF --------------------------------------------------------------------------------
 @pytest.mark.parametrize("scale", [0, 1, 2])
 @pytest.mark.parametrize("view", range(7))

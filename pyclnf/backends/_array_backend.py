@@ -84,6 +84,9 @@ class ArrayBackend(PatchExpertBackend):
         self._cen_cache: Dict[tuple, List[_CENGroup]] = {}
         self._ccnf_cache: Dict[tuple, _CCNFPack] = {}
 
+    #: _ccnf and _cen build a new float32 (k, w, w) array per call
+    computes_fresh_arrays = True
+
     #: areas per call in the batched engine (pyclnf.fitting.batch): about one
     #: face.  The kernels work area by area, so a larger call is no faster on
     #: CPU (measured: 0.4-1.9x per face, noise), while the expert caches

@@ -48,6 +48,7 @@ class PatchExpertBackend(ABC):
         if not isinstance(experts, PatchExpertSet):
             raise TypeError(f"expected a PatchExpertSet, got {type(experts).__name__}")
         self.experts = experts
+        self.__dict__.pop("_selections", None)
         self._on_bind()
         return self
 
@@ -143,20 +144,58 @@ class PatchExpertBackend(ABC):
         scale = resolve_scale(ex.patch_scaling, scale)
         if not 0 <= view < ex.n_views(scale):
             raise ValueError(f"view must be in [0, {ex.n_views(scale)}), got {view}")
-        if lms.size and (lms.min() < 0 or lms.max() >= ex.n_points):
-            raise ValueError(f"landmark indices must be in [0, {ex.n_points})")
         w = areas.shape[1] - SUPPORT + 1
-        out = np.zeros((lms.size, w, w), dtype=np.float32)
         if lms.size == 0:
-            return out
-        plan = ex.plan(scale, view)
-        pos = np.searchsorted(plan.landmarks, lms)
-        pos = np.minimum(pos, max(plan.landmarks.size - 1, 0))
-        has = (plan.landmarks.size > 0) & (plan.landmarks[pos] == lms) if plan.landmarks.size else np.zeros(lms.size, bool)
-        if np.any(has):
-            sel = np.nonzero(has)[0]
-            out[sel] = self._compute(np.ascontiguousarray(areas[sel], dtype=np.float32), pos[sel], scale, view)
+            return np.zeros((0, w, w), dtype=np.float32)
+        pos, sel = self._selection(scale, view, lms)
+        if sel is None and self.computes_fresh_arrays:
+            # every landmark has an expert (a fit's usual request): no zero maps to merge
+            return self._compute(np.ascontiguousarray(areas, dtype=np.float32), pos, scale, view)
+        out = np.zeros((lms.size, w, w), dtype=np.float32)
+        if sel is None:
+            out[:] = self._compute(np.ascontiguousarray(areas, dtype=np.float32), pos, scale, view)
+        elif sel.size:
+            out[sel] = self._compute(np.ascontiguousarray(areas[sel], dtype=np.float32), pos, scale, view)
         return out
+
+    #: :meth:`_compute` returns a new C-contiguous (k, w, w) float32 array
+    #: each call (not a view of a buffer it reuses): :meth:`responses` may then
+    #: hand it out as is
+    computes_fresh_arrays = False
+
+    #: landmark lists whose expert selection :meth:`_selection` keeps
+    _SELECTIONS_KEPT = 64
+
+    def _selection(self, scale: int, view: int, lms: np.ndarray):
+        """``(pos, sel)`` for landmarks ``lms`` at ``scale``/``view``: ``sel``
+        the indices into ``lms`` with an expert (None: all of them) and
+        ``pos`` their positions in the view's plan (cached per landmark list:
+        a fit asks for the same list at every iteration).
+
+        Raises
+        ------
+        ValueError
+            A landmark index outside [0, n_points).
+        """
+        cache = self.__dict__.setdefault("_selections", {})
+        key = (scale, view, lms.tobytes())
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        ex = self.experts
+        if lms.min() < 0 or lms.max() >= ex.n_points:
+            raise ValueError(f"landmark indices must be in [0, {ex.n_points})")
+        plan = ex.plan(scale, view)
+        if plan.landmarks.size:
+            pos = np.minimum(np.searchsorted(plan.landmarks, lms), plan.landmarks.size - 1)
+            has = plan.landmarks[pos] == lms
+        else:
+            pos, has = np.zeros(lms.size, np.int64), np.zeros(lms.size, bool)
+        hit = (pos, None) if has.all() else (pos[has], np.nonzero(has)[0])
+        if len(cache) >= self._SELECTIONS_KEPT:
+            cache.clear()
+        cache[key] = hit
+        return hit
 
     def response(self, area_of_interest: np.ndarray, landmark_idx: int, scale: Scale, view: int = 0) -> np.ndarray:
         """(w, w) float32 response of one landmark (see :meth:`responses`).

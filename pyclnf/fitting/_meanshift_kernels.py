@@ -170,12 +170,6 @@ def kde_table(a, w: int) -> np.ndarray:
         while total > MAX_TABLE_BYTES and len(_TABLES) > 1:
             total -= _TABLES.popitem(last=False)[1].nbytes
     return t
-    t = build_kde_table(np.float32(a), int(w))
-    with _TABLES_LOCK:
-        _TABLES[key] = t
-        while len(_TABLES) > MAX_TABLES:
-            _TABLES.popitem(last=False)
-    return t
 
 
 @njit(cache=True, nogil=True)

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .._numba_cache import njit
-from ..shape.kernels import jacobian, shape_2d, solve_normal_equations, update_parameters
+from ..shape.kernels import jacobian_at, project, shape_3d, solve_normal_equations, update_parameters
 from ._meanshift_kernels import kde_mean_shift_table, kde_table
 
 F32 = np.float32
@@ -65,8 +65,13 @@ def rlms_iterations_table(mean, pc, eig_limit, g, p, responses, base_shape, sim_
     n_done = 0
     converged = False
     mvec = np.zeros(2 * n, dtype=np.float32)
+    X = shape_3d(mean, pc, p)
+    stale = False       # X no longer matches p (a rigid step leaves p alone unless it clamps it)
     for it in range(n_iter):
-        cur = shape_2d(mean, pc, p, g)
+        if stale:
+            X = shape_3d(mean, pc, p)
+            stale = False
+        cur = project(X, g)
         if it > 0:
             d2 = 0.0
             for i in range(n):
@@ -77,7 +82,7 @@ def rlms_iterations_table(mean, pc, eig_limit, g, p, responses, base_shape, sim_
                 converged = True
                 break
         prev[:, :] = cur
-        J = jacobian(mean, pc, p, g, rigid)
+        J = jacobian_at(X, pc, g, rigid)
         for i in range(n):
             ox = cur[i, 0] - base_shape[i, 0]
             oy = cur[i, 1] - base_shape[i, 1]
@@ -98,8 +103,10 @@ def rlms_iterations_table(mean, pc, eig_limit, g, p, responses, base_shape, sim_
             Jw[r, :] *= weights[r]
         dp = solve_normal_equations(J, Jw, mvec, reg, p, rigid, gram, g)
         g, p = update_parameters(g, p, dp)
+        stale = not rigid
         for j in range(p.size):
             if abs(p[j]) > eig_limit[j]:
                 p[j] = eig_limit[j] if p[j] > 0 else -eig_limit[j]
+                stale = True
         n_done += 1
     return g, p, dxs, dys, n_done, converged

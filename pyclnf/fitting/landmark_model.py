@@ -292,15 +292,30 @@ class LandmarkModel:
         return out
 
     # --- RLMS -------------------------------------------------------------------
-    def _nu_rlms(self, state: FitState, frame: ScaleFrame, responses: np.ndarray, params: RLMSParams,
-                 rigid: bool, compute_lhood: bool) -> float:
-        """One NU-RLMS phase on ``state``; returns the mean log-likelihood
-        (when ``compute_lhood``, else 0)."""
+    def _rlms_inputs(self, scale: int, view: int, params: RLMSParams, rigid: bool):
+        """The fixed inputs of an RLMS phase (cached per scale, view,
+        parameters and phase: a fit repeats a few of them; callers must not
+        change them -- they stay writeable, as a read-only array would make
+        Numba compile another specialisation of the kernels).
+
+        Returns
+        -------
+        visible : (n,) bool
+        weights : (2n,) float32 NU-RLMS weights (x rows, then y rows)
+        gram : (6, m, m) float64 Gram blocks of the visible landmarks' weights
+            (``_NO_GRAM`` for a rigid phase)
+        reg : (6[+m],) float32 regularisation diagonal
+        """
+        cache = self.__dict__.setdefault("_rlms_cache", {})
+        key = (scale, view, params.weight_factor, params.reg_factor, rigid)
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
         pdm = self.pdm
         n, m = pdm.n_points, pdm.n_modes
-        visible = self.experts.visibilities[frame.scale][frame.view].astype(np.bool_)
+        visible = self.experts.visibilities[scale][view].astype(np.bool_)
         if params.weight_factor > 0:
-            w_diag = (F32(params.weight_factor) * self.experts.confidences(frame.scale, frame.view)).astype(F32)
+            w_diag = (F32(params.weight_factor) * self.experts.confidences(scale, view)).astype(F32)
         else:
             w_diag = np.ones(n, F32)
         weights = np.concatenate([w_diag, w_diag])
@@ -308,6 +323,15 @@ class LandmarkModel:
         reg = np.zeros(6 + (0 if rigid else m), F32)
         if not rigid:
             reg[6:] = F32(params.reg_factor) / pdm.eigen_values
+        hit = cache[key] = (visible, weights, gram, reg)
+        return hit
+
+    def _nu_rlms(self, state: FitState, frame: ScaleFrame, responses: np.ndarray, params: RLMSParams,
+                 rigid: bool, compute_lhood: bool) -> float:
+        """One NU-RLMS phase on ``state``; returns the mean log-likelihood
+        (when ``compute_lhood``, else 0)."""
+        pdm = self.pdm
+        visible, weights, gram, reg = self._rlms_inputs(frame.scale, frame.view, params, rigid)
         a = F32(-0.5 / (F32(params.sigma) * F32(params.sigma)))
         g, p, dxs, dys, n_done, converged = rlms_iterations(
             pdm.mean_shape, pdm.princ_comp, pdm.local_limits, state.params_global.copy(),
