@@ -167,3 +167,64 @@ def test_track_multi_lockstep_equals_one_by_one(model_dir, shared_dir):
         assert [f[0] for f in a] == [f[0] for f in b], f"frame {k}"
         for (_, la, ia), (_, lb, ib) in zip(a, b):
             _assert_same_fit((la, ia), (lb, ib), f"frame {k}")
+
+
+def test_batch_faces_shares_the_cen_products(model_dir, faces):
+    """``batch_faces``: CE-CLM fits of several faces share each expert's
+    products (fewer, taller backend calls); the results equal sequential fits
+    to float32 rounding of the products (the tolerance of the module notes),
+    with the same discrete outcomes on these faces."""
+    from pyclnf.backends.numba_backend import NumbaBackend
+
+    det = CLNF(model_dir, model="ceclm", backend=NumbaBackend(batch_faces=4))
+    assert det.backend.max_batch_areas == 4 * 68
+    calls = []
+    inner = det.backend.responses
+
+    def counting(areas, landmarks, scale, view=0):
+        calls.append(len(landmarks))
+        return inner(areas, landmarks, scale, view)
+
+    det.backend.responses = counting
+    sequential = [det.fit(img, box) for img, box in faces]
+    n_sequential = len(calls)
+    calls.clear()
+    batched = det.fit_batch([img for img, _ in faces], [box for _, box in faces])
+    assert max(calls) > 68 and len(calls) < n_sequential
+    dists = [_assert_same_fit(s, b, f"ceclm batch_faces=4 face {k}", exact=False)
+             for k, (s, b) in enumerate(zip(sequential, batched))]
+    assert np.mean(dists) <= MAX_MEAN_PX
+    # CCNF experts work area by area: the setting changes nothing
+    clnf = CLNF(model_dir, model="clnf", backend=NumbaBackend(batch_faces=4))
+    assert clnf.backend.max_batch_areas == NumbaBackend.SMALL_BATCH_AREAS
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "4"])
+def test_batch_faces_rejects_bad_values(bad):
+    from pyclnf.backends.numba_backend import NumbaBackend
+
+    with pytest.raises(ValueError, match="batch_faces"):
+        NumbaBackend(batch_faces=bad)
+
+
+def test_repeated_cen_request_equals_per_face_responses(model_dir):
+    """One call for three faces' full CE-CLM requests (each expert's product
+    spans the three) gives each face's own responses to float32 rounding
+    (1e-5 relative: a taller BLAS product may sum in another order)."""
+    from pyclnf.backends.numba_backend import NumbaBackend
+    from pyclnf.patch_experts import load_expert_set
+
+    be = NumbaBackend().bind(load_expert_set(model_dir, "ceclm", [0]))
+    plan = be.experts.plan(0, 0)
+    k = plan.landmarks.size
+    rng = np.random.default_rng(3)
+    areas = rng.uniform(0, 255, (3 * k, 21, 21)).astype(np.float32)
+    lms = np.tile(plan.landmarks, 3)
+    together = be.responses(areas, lms, 0, 0)
+    alone = np.concatenate([be.responses(areas[f * k:(f + 1) * k], plan.landmarks, 0, 0) for f in range(3)])
+    assert np.max(np.abs(together - alone)) <= 1e-5 * np.abs(alone).max()
+    copies, one = be._repeated_request(plan, np.tile(np.arange(k), 3))
+    assert copies == 3 and np.array_equal(one, np.arange(k))
+    # not a repetition of the whole plan: answered as one request
+    copies, one = be._repeated_request(plan, np.arange(k)[::-1].copy())
+    assert copies == 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -87,12 +87,47 @@ class ArrayBackend(PatchExpertBackend):
     #: _ccnf and _cen build a new float32 (k, w, w) array per call
     computes_fresh_arrays = True
 
-    #: areas per call in the batched engine (pyclnf.fitting.batch): about one
-    #: face.  The kernels work area by area, so a larger call is no faster on
-    #: CPU (measured: 0.4-1.9x per face, noise), while the expert caches
-    #: above are keyed by the call's landmark list and would grow with
-    #: every batch composition.
-    max_batch_areas = 100
+    #: areas per call in the batched engine (pyclnf.fitting.batch) by
+    #: default: about one face.  The kernels work area by area, so a larger
+    #: call is no faster on CPU (measured: 0.4-1.9x per face, noise), and
+    #: each face's result stays bit-identical to its own ``fit``.
+    SMALL_BATCH_AREAS = 100
+
+    def __init__(self, experts=None, batch_faces: int = 1):
+        if isinstance(batch_faces, bool) or not isinstance(batch_faces, (int, np.integer)) or batch_faces < 1:
+            raise ValueError(f"batch_faces must be an integer >= 1, got {batch_faces!r}")
+        #: faces whose areas share each CEN expert's products in the batched
+        #: engine (``fit_batch``, ``track_many``); see :attr:`max_batch_areas`
+        self.batch_faces = int(batch_faces)
+        super().__init__(experts)
+
+    @property
+    def max_batch_areas(self) -> int:
+        """Areas per call in the batched engine.
+
+        With ``batch_faces`` > 1 and CEN experts, that many faces per call:
+        each expert then evaluates all their areas in one product, so its
+        weights are read once for all of them and the product is tall enough
+        for BLAS to run near its peak -- with OpenFace's real CEN networks
+        (0.3-0.7 MB of weights per expert, 30-90 rows per face) ``fit_batch``
+        runs ~1.3x as many fits per second on one core.  The price: BLAS sums
+        a tall product's rows with other kernels than a short one's, so each
+        face's landmarks then equal its own ``fit``'s only to float32
+        rounding of the products (and depend on the batch it was in); rarely
+        an iteration count changes.  The default (1) keeps them identical.
+        CCNF experts work area by area and ignore the setting.
+        """
+        if "_max_batch_areas" in self.__dict__:
+            return self._max_batch_areas
+        ex = self.experts
+        if self.batch_faces > 1 and ex is not None and ex.kind == "cen":
+            return self.batch_faces * ex.n_points
+        return self.SMALL_BATCH_AREAS
+
+    @max_batch_areas.setter
+    def max_batch_areas(self, value: Optional[int]) -> None:
+        """Set the cap directly (None: no cap, every face in one call)."""
+        self._max_batch_areas = value
 
     # --- CEN ------------------------------------------------------------------
     def _cen_units(self, plan, plan_pos: np.ndarray) -> List[tuple]:
@@ -161,22 +196,13 @@ class ArrayBackend(PatchExpertBackend):
         several concurrent sub-fits (:func:`pyclnf._threads.fit_worker`)."""
         return 1 if in_fit_worker() else self.n_threads
 
-    def _layers(self, h, g, lo, hi):
-        """Run the group's layers on experts ``lo:hi`` of the batch ``h``."""
-        x = h[lo:hi]
+    def _layers(self, x, g, lo, hi):
+        """Run the group's layers for its experts ``lo:hi`` on their inputs
+        ``x`` (hi - lo, rows, 122); returns (hi - lo, rows, 1) float32."""
         for wt, b, act in zip(g.weights_t, g.biases, g.activations):
             x = np.matmul(x, wt[lo:hi])
             self.kernels.bias_activation_inplace(x, b[lo:hi], act)
         return x
-
-    def _run_group(self, h, g):
-        n_g = h.shape[0]
-        work = h.shape[1] * sum(w.shape[1] * w.shape[2] for w in g.weights_t)
-        if self.n_threads <= 1 or n_g < 2 or work < 2_000_000:
-            return self._layers(h, g, 0, n_g)
-        bounds = np.linspace(0, n_g, self.n_threads + 1).astype(int)
-        return np.concatenate(run_split(self._layers, [(h, g, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])
-                                                        if hi > lo]), axis=0)
 
     @staticmethod
     def _run_parts(fn, argsets) -> None:
@@ -184,22 +210,54 @@ class ArrayBackend(PatchExpertBackend):
         the others on the worker threads (the kernels release the GIL)."""
         run_split(fn, argsets)
 
-    def _cen_part(self, areas, flip, groups, values) -> None:
-        """Sparse CEN values of the experts in ``groups`` into ``values`` (n, P)."""
+    #: float32 values of one layer's output kept per chunk of stacked experts
+    #: in :meth:`_cen_part` (a batch of faces makes each expert's product
+    #: tall: the chunk keeps the activations cache-sized)
+    _CEN_CHUNK_VALUES = 1 << 20
+
+    def _cen_part(self, areas, flip, groups, values, copies: int = 1, stride: int = 0) -> None:
+        """Sparse CEN values of the experts in ``groups`` into ``values`` (n, P).
+
+        ``copies`` > 1: ``areas`` holds that many faces' requests of the same
+        ``stride`` landmarks one after the other (``groups`` built for one);
+        each expert then evaluates all faces' areas in one product."""
         P = values.shape[1]
         for g in groups:
             n_g, m = g.slots.shape
-            items = g.slots.reshape(-1)
-            X = self.kernels.im2col_gather(areas, items, flip, SUPPORT, True)      # (n_g*m, P, 122)
-            h = self._layers(X.reshape(n_g, m * P, X.shape[2]), g, 0, n_g)
-            values[items] = h[:, :, 0].reshape(n_g * m, P)
+            if copies == 1:
+                slots = g.slots
+            else:   # per expert: face 0's slots, face 1's, ...
+                slots = (g.slots[:, None, :] + stride * np.arange(copies)[None, :, None]).reshape(n_g, copies * m)
+            rows = slots.shape[1] * P
+            widest = max(w.shape[2] for w in g.weights_t)
+            step = max(1, min(n_g, self._CEN_CHUNK_VALUES // max(1, rows * widest))) if copies > 1 else n_g
+            for lo in range(0, n_g, step):
+                hi = min(n_g, lo + step)
+                items = slots[lo:hi].reshape(-1)
+                X = self.kernels.im2col_gather(areas, items, flip, SUPPORT, True)      # (k*m', P, 122)
+                h = self._layers(X.reshape(hi - lo, rows, X.shape[2]), g, lo, hi)
+                values[items] = h[:, :, 0].reshape(-1, P)
+
+    @staticmethod
+    def _repeated_request(plan, plan_pos):
+        """``(copies, one)``: ``plan_pos`` is ``copies`` repetitions of the
+        view's whole plan ``one`` (a lockstep batch of faces at one view), or
+        ``(1, plan_pos)``."""
+        k = plan.landmarks.size
+        n = plan_pos.size
+        if k and n > k and n % k == 0:
+            one = plan_pos[:k]
+            if np.array_equal(plan_pos.reshape(n // k, k), np.broadcast_to(one, (n // k, k))):
+                return n // k, one
+        return 1, plan_pos
 
     def _cen(self, areas, plan, plan_pos) -> np.ndarray:
         flip = plan.flip[plan_pos]
         w = areas.shape[1] - SUPPORT + 1
         values = np.empty((areas.shape[0], (w * w - 1) // 2), dtype=np.float32)
-        self._run_parts(self._cen_part, [(areas, flip, groups, values)
-                                         for groups in self._cen_parts(plan, plan_pos, values.shape[1]) if groups])
+        copies, one = self._repeated_request(plan, plan_pos)
+        self._run_parts(self._cen_part, [(areas, flip, groups, values, copies, one.size)
+                                         for groups in self._cen_parts(plan, one, values.shape[1]) if groups])
         dense = self.kernels.sparse_to_dense(values, w)
         if np.any(flip):
             dense[flip] = dense[flip][:, :, ::-1]

@@ -42,8 +42,8 @@ class NumbaBackend(ArrayBackend):
     name = "numba"
     kernels = _NUMBA_KERNELS
 
-    def __init__(self, experts=None):
-        super().__init__(experts)
+    def __init__(self, experts=None, batch_faces: int = 1):
+        super().__init__(experts, batch_faces)
         #: each scale's responses are split over this many threads, landmarks
         #: divided as OpenFace's TBB loop does (BLAS itself runs single-threaded
         #: during fits, as in OpenFace)
