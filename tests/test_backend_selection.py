@@ -126,6 +126,26 @@ def test_torch_cuda_rule(cpu_machine, monkeypatch):
     assert sel.explain().name == "numba"
 
 
+def test_torch_rule_skips_the_torch_import_without_a_gpu_driver(monkeypatch):
+    # no driver: torch is never imported (its import alone takes ~1 s)
+    pytest.importorskip("torch", reason="torch is not installed: nothing to import or skip")
+    monkeypatch.setattr(sel, "_gpu_driver_present", lambda: False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert sel._torch_cuda() is False
+    assert "torch" not in sys.modules
+
+
+def test_gpu_driver_probe_answers_without_torch(monkeypatch):
+    monkeypatch.setattr(sel.os.path, "exists", lambda path: path == "/dev/nvidiactl")
+    monkeypatch.setattr(sel.sys, "platform", "linux")
+    assert sel._gpu_driver_present() is True
+    monkeypatch.setattr(sel.os.path, "exists", lambda path: False)
+    monkeypatch.setattr(sel, "_CUDA_DRIVER_LIBRARIES", {"linux": ("libpyclnf-no-such-driver.so",)})
+    assert sel._gpu_driver_present() is False
+    monkeypatch.setattr(sel.sys, "platform", "darwin")
+    assert sel._gpu_driver_present() is False
+
+
 def test_torch_rule_needs_a_registered_torch_backend(monkeypatch):
     import pyclnf.backends as backends
     monkeypatch.delitem(backends.REGISTRY, "torch", raising=False)

@@ -11,8 +11,9 @@
    ``pyclnf benchmark --forget`` removes it;
 3. ``coreml`` on Apple silicon (arm64 macOS) when coremltools can run models;
 4. ``onnx`` when ONNX Runtime offers the ``CUDAExecutionProvider`` (NVIDIA);
-5. ``torch`` when a torch backend is registered, torch is installed and
-   ``torch.cuda.is_available()``;
+5. ``torch`` when a torch backend is registered, torch is installed, a GPU
+   driver is present (checked without importing torch: the import alone
+   takes ~1 s) and ``torch.cuda.is_available()``;
 6. ``numba`` otherwise (the CPU reference).
 
 On a CPU-only machine ONNX Runtime is chosen only if ``pyclnf benchmark
@@ -145,10 +146,41 @@ def _onnx_cuda() -> Optional[bool]:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+#: files present when an NVIDIA (CUDA) or AMD (ROCm, which torch also
+#: reports through ``torch.cuda``) GPU driver is loaded (Linux)
+_GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")
+#: the CUDA driver library, by platform: without it torch sees no CUDA device
+_CUDA_DRIVER_LIBRARIES = {"win32": ("nvcuda.dll",), "linux": ("libcuda.so.1", "libamdhip64.so")}
+
+
+def _gpu_driver_present() -> bool:
+    """Whether a GPU driver torch could use is installed, found without
+    importing torch (which takes ~1 s, a cost every ``backend="auto"``
+    would pay on a CPU-only machine): a driver's device files, or its
+    library loadable by the dynamic loader. macOS has no CUDA."""
+    if sys.platform == "darwin":
+        return False
+    if any(os.path.exists(f) for f in _GPU_DRIVER_FILES):
+        return True
+    import ctypes
+    for name in _CUDA_DRIVER_LIBRARIES.get("win32" if sys.platform == "win32" else "linux", ()):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
 def _torch_cuda() -> bool:
-    """A torch backend is registered, torch is installed and sees a CUDA device."""
+    """A torch backend is registered, torch is installed, a GPU driver is
+    present (:func:`_gpu_driver_present`, checked first) and torch sees a
+    CUDA device."""
     from . import REGISTRY
     if "torch" not in REGISTRY or importlib.util.find_spec("torch") is None:
+        return False
+    if not _gpu_driver_present():
+        log.info("not using torch: no GPU driver on this machine")
         return False
     try:
         import torch
