@@ -8,6 +8,7 @@ Coordinates are OpenFace's: landmarks are (68, 2) arrays of ``(x, y)`` in
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -345,10 +346,33 @@ class CLNF:
         return self.face_detector.detect(bgr)
 
     @staticmethod
+    def _frames_of(frames):
+        """``frames`` as an iterable: a path (video, image folder or image)
+        or a webcam index is opened with :func:`pyclnf.video.iter_frames`
+        (its :class:`~pyclnf.video.Frame` objects, decoded ahead on another
+        thread); anything else is taken as an iterable of images.
+
+        Raises
+        ------
+        FileNotFoundError, ValueError
+            The path does not exist or is not a video/images OpenCV can read.
+        """
+        if isinstance(frames, (str, os.PathLike)) or (isinstance(frames, int) and not isinstance(frames, bool)):
+            from .video import iter_frames
+            return iter_frames(frames).frames()
+        return frames
+
+    @staticmethod
     def _frame_input(frame, index):
         """(gray, bgr) uint8 of a tracked frame, or the ``info`` reporting
         why it is not a valid image."""
         from .image import to_bgr_uint8
+        from .video import Frame
+        if isinstance(frame, Frame):
+            if frame.image is None:
+                return {"frame": index, "success": False, "confidence": 0.0,
+                        "error": f"frame {index}: {frame.error or 'could not be read'}"}
+            frame = frame.image
         try:
             image = check_image(frame, name=f"frame {index}")
             return to_gray_uint8(image), to_bgr_uint8(image)
@@ -376,7 +400,10 @@ class CLNF:
 
         Parameters
         ----------
-        frames : iterable of images
+        frames : iterable of images, or the path of a video, an image folder
+            (sorted by name) or an image, or a webcam index (opened with
+            :func:`pyclnf.video.iter_frames`; a frame that cannot be decoded
+            is reported as an invalid one)
         settings, camera
             As for :meth:`fit`.
         overlap : bool, optional
@@ -396,6 +423,7 @@ class CLNF:
         image (``None`` in the iterable, wrong shape...), which is skipped.
         """
         from .tracking import FaceTracker
+        frames = self._frames_of(frames)
         s = self._settings(settings).copy(multi_view=False)
         tracker = FaceTracker(self.model, self._detect_bgr, s)
         if overlap is None:
@@ -486,7 +514,8 @@ class CLNF:
 
         Parameters
         ----------
-        streams : sequence of iterables of images
+        streams : sequence of iterables of images (or of paths / webcam
+            indices, each opened as :meth:`track` opens one)
             E.g. the frames of several videos.
 
         Yields
@@ -498,7 +527,7 @@ class CLNF:
         """
         from .tracking import FaceTracker
         s = self._settings(settings).copy(multi_view=False)
-        iterators = [iter(f) for f in streams]
+        iterators = [iter(self._frames_of(f)) for f in streams]
         trackers = [FaceTracker(self.model, self._detect_bgr, s) for _ in iterators]
         ended = object()
         for index in itertools.count():
@@ -517,7 +546,8 @@ class CLNF:
 
     def track_multi(self, frames, max_faces: int = 4, settings: Optional[FitSettings] = None,
                     camera: Optional[Camera] = None):
-        """Track several faces (OpenFace's ``FaceLandmarkVidMulti``).
+        """Track several faces (OpenFace's ``FaceLandmarkVidMulti``) through
+        ``frames`` (images, or a path / webcam index, as for :meth:`track`).
 
         Yields
         ------
@@ -529,6 +559,7 @@ class CLNF:
         trackers skip it.
         """
         from .tracking import MultiFaceTracker
+        frames = self._frames_of(frames)
         s = self._settings(settings)
         multi = MultiFaceTracker(self.model, self._detect_bgr, s, max_faces)
         for index, frame in enumerate(frames):

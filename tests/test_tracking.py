@@ -376,3 +376,23 @@ def test_track_multi_skips_bad_frames(detectors, shared_dir):
         assert [k for k, _, _ in a] == [k for k, _, _ in b], f"frame {f}"
         for (_, la, _), (_, lb, _) in zip(a, b):
             np.testing.assert_allclose(lb, la, atol=1e-9, err_msg=f"frame {f}")
+
+
+def test_track_opens_a_video_path_like_its_frames(model_dir, shared_dir):
+    """``track("video.avi")`` (a path, as OpenFace users pass one) gives what
+    tracking the decoded frames gives; a missing path is a clear error, not
+    one bad frame per character of the string."""
+    import itertools
+
+    det = CLNF(model_dir, model="clnf")
+    path = _data(shared_dir, "multi_face.avi")
+    frames = list(_video_frames(path, 6))
+    want = list(det.track(iter(frames)))
+    got = list(itertools.islice(det.track(str(path)), 6))
+    assert len(got) == len(want) == 6
+    for (lw, iw), (lg, ig) in zip(want, got):
+        assert np.array_equal(lw, lg) and iw["success"] == ig["success"] and ig["frame"] == iw["frame"]
+    many = next(iter(det.track_many([path, iter(frames)])))
+    assert np.array_equal(many[0][0], want[0][0]) and np.array_equal(many[1][0], want[0][0])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        next(det.track(str(path) + ".missing"))
