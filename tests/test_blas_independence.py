@@ -58,8 +58,9 @@ p = rng.standard_normal(34).astype(np.float32)
 g = np.array([1.3, 0.1, -0.2, 0.05, 10.0, 20.0], np.float32)
 pc = rng.standard_normal((204, 34)).astype(np.float32)
 from pyclnf.shape.kernels import pc_gram
-out["rlms"] = (h(solve_normal_equations(J, J * np.float32(0.7), m, reg, p, False, np.zeros((0, 34, 34)), g))
-               + h(solve_normal_equations(J, J * np.float32(0.7), m, reg, p, False,
+JwT = np.ascontiguousarray((J * np.float32(0.7)).T)
+out["rlms"] = (h(solve_normal_equations(J, JwT, m, reg, p, False, np.zeros((0, 34, 34)), g))
+               + h(solve_normal_equations(J, JwT, m, reg, p, False,
                                           pc_gram(pc, np.full(68, 0.7, np.float32)), g)))
 print(json.dumps(out))
 """

@@ -424,7 +424,7 @@ def test_rlms_phase_equals_the_step_by_step_loop(pdm):
             mvec[np.tile(~visible, 2)] = 0
             J[np.tile(~visible, 2)] = 0
             Jw = (J * weights[:, None]).astype(np.float32)
-            dp = SK.solve_normal_equations(J, Jw, mvec, reg, pr, rigid, gram, gr)
+            dp = SK.solve_normal_equations(J, np.ascontiguousarray(Jw.T), mvec, reg, pr, rigid, gram, gr)
             gr, pr = SK.update_parameters(gr, pr, dp)
             pr = np.clip(pr, -pdm.local_limits, pdm.local_limits).astype(np.float32)
         assert n_done == 4 and not conv

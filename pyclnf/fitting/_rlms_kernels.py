@@ -14,7 +14,8 @@ import math
 import numpy as np
 
 from .._numba_cache import njit
-from ..shape.kernels import jacobian_at, project, shape_3d, solve_normal_equations, update_parameters
+from ..shape.kernels import (jacobian_at, project, shape_3d, solve_normal_equations, update_parameters,
+                             weighted_transpose)
 from ._meanshift_kernels import kde_mean_shift_table, kde_table
 
 F32 = np.float32
@@ -98,10 +99,7 @@ def rlms_iterations_table(mean, pc, eig_limit, g, p, responses, base_shape, sim_
                 mvec[i + n] = 0
                 J[i, :] = 0
                 J[i + n, :] = 0
-        Jw = J.copy()
-        for r in range(2 * n):
-            Jw[r, :] *= weights[r]
-        dp = solve_normal_equations(J, Jw, mvec, reg, p, rigid, gram, g)
+        dp = solve_normal_equations(J, weighted_transpose(J, weights), mvec, reg, p, rigid, gram, g)
         g, p = update_parameters(g, p, dp)
         stale = not rigid
         for j in range(p.size):

@@ -145,6 +145,22 @@ _POLAR_STEPS = 8
 
 
 @njit(cache=True, nogil=True)
+def _cofactors(X, C):
+    """Cofactor matrix of the (3, 3) ``X`` into ``C``; returns ``det X``
+    (so ``X^{-T} = C / det X``)."""
+    C[0, 0] = X[1, 1] * X[2, 2] - X[1, 2] * X[2, 1]
+    C[0, 1] = X[1, 2] * X[2, 0] - X[1, 0] * X[2, 2]
+    C[0, 2] = X[1, 0] * X[2, 1] - X[1, 1] * X[2, 0]
+    C[1, 0] = X[0, 2] * X[2, 1] - X[0, 1] * X[2, 2]
+    C[1, 1] = X[0, 0] * X[2, 2] - X[0, 2] * X[2, 0]
+    C[1, 2] = X[0, 1] * X[2, 0] - X[0, 0] * X[2, 1]
+    C[2, 0] = X[0, 1] * X[1, 2] - X[0, 2] * X[1, 1]
+    C[2, 1] = X[0, 2] * X[1, 0] - X[0, 0] * X[1, 2]
+    C[2, 2] = X[0, 0] * X[1, 1] - X[0, 1] * X[1, 0]
+    return X[0, 0] * C[0, 0] + X[0, 1] * C[0, 1] + X[0, 2] * C[0, 2]
+
+
+@njit(cache=True, nogil=True)
 def _polar_factor(A):
     """The orthogonal factor ``Q`` of the polar decomposition ``A = Q H``
     (= ``U V^T`` of the SVD, the nearest orthogonal matrix) of a float64
@@ -158,29 +174,16 @@ def _polar_factor(A):
     rotation) it returns the SVD's ``U V^T``.
     """
     X = A.copy()
-    Y = np.empty((3, 3))
+    C = np.empty((3, 3))
     for _ in range(_POLAR_STEPS):
-        # X^{-T} = cofactor matrix / det
-        c00 = X[1, 1] * X[2, 2] - X[1, 2] * X[2, 1]
-        c01 = X[1, 2] * X[2, 0] - X[1, 0] * X[2, 2]
-        c02 = X[1, 0] * X[2, 1] - X[1, 1] * X[2, 0]
-        det = X[0, 0] * c00 + X[0, 1] * c01 + X[0, 2] * c02
+        det = _cofactors(X, C)
         if not det > 0.0:
             return _svd_polar(A, False)
         inv = 1.0 / det
-        Y[0, 0] = c00 * inv
-        Y[0, 1] = c01 * inv
-        Y[0, 2] = c02 * inv
-        Y[1, 0] = (X[0, 2] * X[2, 1] - X[0, 1] * X[2, 2]) * inv
-        Y[1, 1] = (X[0, 0] * X[2, 2] - X[0, 2] * X[2, 0]) * inv
-        Y[1, 2] = (X[0, 1] * X[2, 0] - X[0, 0] * X[2, 1]) * inv
-        Y[2, 0] = (X[0, 1] * X[1, 2] - X[0, 2] * X[1, 1]) * inv
-        Y[2, 1] = (X[0, 2] * X[1, 0] - X[0, 0] * X[1, 2]) * inv
-        Y[2, 2] = (X[0, 0] * X[1, 1] - X[0, 1] * X[1, 0]) * inv
         change = 0.0
         for i in range(3):
             for j in range(3):
-                v = 0.5 * (X[i, j] + Y[i, j])
+                v = 0.5 * (X[i, j] + C[i, j] * inv)
                 change = max(change, abs(v - X[i, j]))
                 X[i, j] = v
         if change <= 1e-15:
@@ -194,12 +197,8 @@ def orthonormalise(R):
     :func:`_polar_factor`; a reflection is corrected as OpenFace does, by
     flipping the SVD's last singular direction)."""
     A = R.astype(np.float64)
-    X = _polar_factor(A)
-    c00 = X[1, 1] * X[2, 2] - X[1, 2] * X[2, 1]
-    c01 = X[1, 2] * X[2, 0] - X[1, 0] * X[2, 2]
-    c02 = X[1, 0] * X[2, 1] - X[1, 1] * X[2, 0]
-    if X[0, 0] * c00 + X[0, 1] * c01 + X[0, 2] * c02 > 0.0:
-        return X.astype(np.float32)
+    if _cofactors(A, np.empty((3, 3))) > 0.0:     # the polar factor of A is then a rotation
+        return _polar_factor(A).astype(np.float32)
     return _svd_polar(A, True).astype(np.float32)
 
 
@@ -443,15 +442,29 @@ def normal_matrix(JwT, J, G, g):
 
 
 @njit(cache=True, nogil=True)
-def solve_normal_equations(J, Jw, mvec, reg, p, rigid, G, g):
+def weighted_transpose(J, w):
+    """``(W J)^T`` as a C-contiguous (cols, rows) float32 array for a
+    diagonal ``W`` = ``w`` (rows,): entry ``[c, r]`` is ``float32(J[r, c] * w[r])``."""
+    rows, cols = J.shape
+    out = np.empty((cols, rows), dtype=np.float32)
+    for r in range(rows):
+        wr = w[r]
+        for c in range(cols):
+            out[c, r] = J[r, c] * wr
+    return out
+
+
+@njit(cache=True, nogil=True)
+def solve_normal_equations(J, JwT, mvec, reg, p, rigid, G, g):
     """Solve ``(Jw^T J + diag(reg)) dp = Jw^T m - reg*p`` (zeros if singular).
 
+    ``JwT``: ``Jw`` transposed, C-contiguous (:func:`weighted_transpose`).
     ``G``: :func:`pc_gram` blocks of the weights in ``Jw`` and ``g`` the
     global parameters ``J`` was taken at (the non-rigid block then comes from
     them, :func:`normal_matrix`); an empty ``G`` (0, m, m), or a rigid ``J``,
     takes the full fixed-order product."""
     # fixed-order products: BLAS's summation order differs between CPUs
-    JwT = np.ascontiguousarray(Jw.T)
+    JwT = np.ascontiguousarray(JwT)
     J = np.ascontiguousarray(J)
     rhs = matvec(JwT, mvec)
     if rigid or G.shape[0] == 0:
@@ -510,7 +523,7 @@ def fit_to_landmarks(mean_v, pc_v, eigen, target, g, max_iter, G):
             resid[i] = target[i, 0] - cur[i, 0]
             resid[i + k] = target[i, 1] - cur[i, 1]
         J = jacobian_at(X, pc_v, g, False)
-        dp = solve_normal_equations(J, J, resid, reg, p, False, G, g)
+        dp = solve_normal_equations(J, np.ascontiguousarray(J.T), resid, reg, p, False, G, g)
         for j in range(dp.size):
             dp[j] = np.float32(0.75) * dp[j]
         g, p_new = update_parameters(g, p, dp)
