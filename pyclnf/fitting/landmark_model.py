@@ -513,20 +513,25 @@ class LandmarkModel:
             yield from self.detect_landmarks_steps(state, gray_u8, settings, settings.window_sizes, gray_f32)
             return state.detection_success
         states = [_hypothesis_state(state) for _ in hypotheses]
-        yield SubFits(tuple(self._hypothesis_steps(st, gray_u8, gray_f32, bbox, rot, settings)
-                            for st, rot in zip(states, hypotheses)))
+        oks = yield SubFits(tuple(self._hypothesis_steps(st, gray_u8, gray_f32, bbox, rot, settings)
+                                  for st, rot in zip(states, hypotheses)))
         _carry_over(state, states)
-        best = None
-        for st in states:
-            if best is None or best.model_likelihood < st.model_likelihood:
-                best = st
-        state.take_fit(best)
+        best = 0
+        for i, st in enumerate(states):
+            if states[best].model_likelihood < st.model_likelihood:
+                best = i
+        # OpenFace validates every hypothesis but keeps only the best one's
+        # verdict: validating that one alone gives the same result
+        self._validate(states[best], oks[best], gray_u8, settings)
+        state.take_fit(states[best])
         return state.detection_success
 
     def _hypothesis_steps(self, state, gray_u8, gray_f32, bbox, rotation, settings):
-        """Generator: one rotation hypothesis of a multi-view fit, on its own state."""
+        """Generator: one rotation hypothesis of a multi-view fit, on its own
+        state, not validated; returns whether the fit itself succeeded."""
         self.init_from_box(state, bbox, rotation)
-        yield from self.detect_landmarks_steps(state, gray_u8, settings, settings.window_sizes, gray_f32)
+        return (yield from self.detect_landmarks_steps(state, gray_u8, settings, settings.window_sizes,
+                                                       gray_f32, validate=False))
 
     def _multi_hyp_early_term(self, state, gray_u8, gray_f32, bbox, settings, hypotheses):
         weights, biases, cutoffs = self.experts.early_termination
@@ -547,16 +552,23 @@ class LandmarkModel:
                 return (yield from self.detect_landmarks_steps(state, gray_u8, settings, rest_windows, gray_f32))
             stored.append((float(F32(lhood)), state.params_global.copy(), state.params_local))
         order = sorted(range(len(stored)), key=lambda i: -stored[i][0])[:3]
-        best = None
-        certainty = 0.0
+        best = best_ok = None
         for i in order:
             state.params_global = stored[i][1].copy()
             state.params_local = stored[i][2].copy()
-            yield from self.detect_landmarks_steps(state, gray_u8, settings, rest_windows, gray_f32)
-            # OpenFace keeps the certainty of the last refit, not the best one's
-            certainty = state.detection_certainty
-            if best is None or best.model_likelihood < state.model_likelihood:
-                best = state.copy()
+            ok = yield from self.detect_landmarks_steps(state, gray_u8, settings, rest_windows, gray_f32,
+                                                        validate=False)
+            best_is_last = best is None or best.model_likelihood < state.model_likelihood
+            if best_is_last:
+                best, best_ok = state.copy(), ok
+        # OpenFace validates every refit, then keeps the best one's verdict and
+        # the last one's certainty: validating just those two gives the same
+        self._validate(state, ok, gray_u8, settings)
+        certainty = state.detection_certainty
+        if best_is_last:
+            best = state
+        else:
+            self._validate(best, best_ok, gray_u8, settings)
         state.take_fit(best)
         state.detection_certainty = certainty
         return state.detection_success
