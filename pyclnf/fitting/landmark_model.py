@@ -513,16 +513,19 @@ class LandmarkModel:
             yield from self.detect_landmarks_steps(state, gray_u8, settings, settings.window_sizes, gray_f32)
             return state.detection_success
         states = [_hypothesis_state(state) for _ in hypotheses]
-        oks = yield SubFits(tuple(self._hypothesis_steps(st, gray_u8, gray_f32, bbox, rot, settings)
+        main_only = settings.copy(refine_hierarchical=False)
+        oks = yield SubFits(tuple(self._hypothesis_steps(st, gray_u8, gray_f32, bbox, rot, main_only)
                                   for st, rot in zip(states, hypotheses)))
         _carry_over(state, states)
         best = 0
         for i, st in enumerate(states):
             if states[best].model_likelihood < st.model_likelihood:
                 best = i
-        # OpenFace validates every hypothesis but keeps only the best one's
-        # verdict: validating that one alone gives the same result
-        self._validate(states[best], oks[best], gray_u8, settings)
+        # OpenFace refines every hypothesis with the part models and validates
+        # it, but keeps only the most likely one (chosen by the main model's
+        # likelihood, which the parts do not change): doing it for that one
+        # alone gives the same result
+        yield from self._finish_steps(states[best], oks[best], gray_u8, gray_f32, settings)
         state.take_fit(states[best])
         return state.detection_success
 
@@ -532,6 +535,13 @@ class LandmarkModel:
         self.init_from_box(state, bbox, rotation)
         return (yield from self.detect_landmarks_steps(state, gray_u8, settings, settings.window_sizes,
                                                        gray_f32, validate=False))
+
+    def _finish_steps(self, state, ok, gray_u8, gray_f32, settings):
+        """Generator: the rest of :meth:`detect_landmarks_steps` for a fit run
+        without its part models and validator: refine, then validate."""
+        if settings.refine_hierarchical and self.parts:
+            yield from self._refine_parts_steps(state, gray_u8, gray_f32)
+        self._validate(state, ok, gray_u8, settings)
 
     def _multi_hyp_early_term(self, state, gray_u8, gray_f32, bbox, settings, hypotheses):
         weights, biases, cutoffs = self.experts.early_termination
@@ -552,23 +562,25 @@ class LandmarkModel:
                 return (yield from self.detect_landmarks_steps(state, gray_u8, settings, rest_windows, gray_f32))
             stored.append((float(F32(lhood)), state.params_global.copy(), state.params_local))
         order = sorted(range(len(stored)), key=lambda i: -stored[i][0])[:3]
+        main_only = settings.copy(refine_hierarchical=False)
         best = best_ok = None
         for i in order:
             state.params_global = stored[i][1].copy()
             state.params_local = stored[i][2].copy()
-            ok = yield from self.detect_landmarks_steps(state, gray_u8, settings, rest_windows, gray_f32,
+            ok = yield from self.detect_landmarks_steps(state, gray_u8, main_only, rest_windows, gray_f32,
                                                         validate=False)
             best_is_last = best is None or best.model_likelihood < state.model_likelihood
             if best_is_last:
                 best, best_ok = state.copy(), ok
-        # OpenFace validates every refit, then keeps the best one's verdict and
-        # the last one's certainty: validating just those two gives the same
-        self._validate(state, ok, gray_u8, settings)
+        # OpenFace refines and validates every refit, then keeps the most
+        # likely one's fit and verdict and the last one's certainty: finishing
+        # just those two gives the same
+        yield from self._finish_steps(state, ok, gray_u8, gray_f32, settings)
         certainty = state.detection_certainty
         if best_is_last:
             best = state
         else:
-            self._validate(best, best_ok, gray_u8, settings)
+            yield from self._finish_steps(best, best_ok, gray_u8, gray_f32, settings)
         state.take_fit(best)
         state.detection_certainty = certainty
         return state.detection_success
