@@ -125,6 +125,25 @@ def test_matmul_is_the_rounded_float64_product():
     np.testing.assert_array_equal(matvec(a3[0], v), matmul(a3[0], v[:, None])[:, 0])
 
 
+def test_matmul_adds_the_terms_one_by_one_in_increasing_k():
+    """The blocked kernels (three rows or columns, four terms a pass) keep each
+    element's order: bit for bit the float64 running sum from +0.0 over
+    increasing ``k`` (``np.add.accumulate`` adds sequentially), rounded once;
+    shapes cover every remainder of the blocking, zeros included."""
+    rng = np.random.default_rng(11)
+    for m, k, n in [(1, 1, 1), (2, 3, 2), (3, 4, 3), (4, 5, 4), (5, 7, 29), (6, 9, 25), (50, 6, 2),
+                    (7, 13, 3), (260, 11, 5), (9, 2, 31), (8, 17, 1)]:
+        a = rng.standard_normal((m, k)).astype(np.float32) * np.float32(100.0)
+        a[rng.random((m, k)) < 0.3] = 0
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        b[rng.random((k, n)) < 0.1] = -0.0
+        terms = a.astype(np.float64)[:, :, None] * b.astype(np.float64)[None, :, :]
+        terms = np.concatenate([np.zeros((m, 1, n)), terms], axis=1)     # the sum starts at +0.0
+        ref = np.add.accumulate(terms, axis=1)[:, -1, :].astype(np.float32)
+        for got in (matmul(a, b), matmul(np.asfortranarray(a), b)):
+            np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32), err_msg=f"{m}x{k}x{n}")
+
+
 @pytest.mark.parametrize("a, b, error", [
     (np.zeros((2, 3), np.float32), np.zeros((4, 2), np.float32), ValueError),
     (np.zeros((2, 3), np.float64), np.zeros((3, 2), np.float32), TypeError),
