@@ -59,7 +59,6 @@ class _Budget:
         from pyclnf.fitting.landmark_model import LandmarkModel
 
         self.seconds = dict.fromkeys(PARTS, 0.0)
-        self._depth = 0
         self._wrap(PatchExpertBackend, "responses", "responses")
         self._wrap(LandmarkModel, "_warp_areas", "warping", static=True)
         self._wrap(DetectionValidator, "check", "validator")
@@ -134,8 +133,7 @@ def run(args) -> int:
     from pyclnf.testing.synthetic import write_synthetic_cen_set
 
     of_dir = Path(args.openface) if args.openface else None
-    faces = lfpw_boxes(None)
-    faces = sorted(faces)[:args.faces]
+    faces = sorted(lfpw_boxes(None))[:args.faces]
     images = [cv2.imread(str(SHARED / f"data/300w-lfpw-test/{stem}.png")) for stem, _ in faces]
     boxes = [box for _, box in faces]
     budget = _Budget()

@@ -412,12 +412,8 @@ class LandmarkModel:
         windows = settings.window_sizes if window_sizes is None else window_sizes
         ok = yield from self.fit_steps(state, gray_f32, windows, settings)
         state.landmarks = self.pdm.shape_2d(state.params_local, state.params_global)
-        if settings.refine_hierarchical and self.parts:
-            yield from self._refine_parts_steps(state, gray_u8, gray_f32)
-        if not validate:
-            return ok
-        self._validate(state, ok, gray_u8, settings)
-        return state.detection_success
+        yield from self._finish_steps(state, ok, gray_u8, gray_f32, settings, validate)
+        return state.detection_success if validate else ok
 
     def _refine_parts_steps(self, state: FitState, gray_u8: np.ndarray, gray_f32: np.ndarray):
         """Generator: fit each part from the main landmarks (the parts are
@@ -536,12 +532,15 @@ class LandmarkModel:
         return (yield from self.detect_landmarks_steps(state, gray_u8, settings, settings.window_sizes,
                                                        gray_f32, validate=False))
 
-    def _finish_steps(self, state, ok, gray_u8, gray_f32, settings):
-        """Generator: the rest of :meth:`detect_landmarks_steps` for a fit run
-        without its part models and validator: refine, then validate."""
+    def _finish_steps(self, state, ok, gray_u8, gray_f32, settings, validate: bool = True):
+        """Generator: what follows the main model's fit in
+        :meth:`detect_landmarks_steps` -- refine with the part models (when
+        ``settings`` ask for it), then validate (when ``validate``); the
+        multi-hypothesis fits call it for the fits they keep."""
         if settings.refine_hierarchical and self.parts:
             yield from self._refine_parts_steps(state, gray_u8, gray_f32)
-        self._validate(state, ok, gray_u8, settings)
+        if validate:
+            self._validate(state, ok, gray_u8, settings)
 
     def _multi_hyp_early_term(self, state, gray_u8, gray_f32, bbox, settings, hypotheses):
         weights, biases, cutoffs = self.experts.early_termination
